@@ -1,0 +1,66 @@
+"""The NAS-BNN building blocks: the 8-bit stem and the separable binary layer.
+
+The same classes build the supernet (sized for the largest choices) and a static subnet
+(sized for exactly one choice); only their sizes differ.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import BINARY, LSQConv2d, RPReLU, RSign, SharedBinaryConv2d, SlicedBatchNorm2d
+
+__all__ = ['Stem', 'SeparableBinaryLayer', 'shortcut']
+
+
+def shortcut(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
+    """Weight-free shortcut: 2x2 average pooling when the resolution halves (ceil mode, so odd
+    sizes match the stride-2 conv's ceil(H/2)), channel tiling when the width grows."""
+    if stride == 2:
+        x = F.avg_pool2d(x, 2, 2, ceil_mode=True, count_include_pad=False)
+    c = x.shape[1]
+    if out_channels != c:
+        reps = math.ceil(out_channels / c)
+        x = (x.repeat(1, reps, 1, 1) if reps > 1 else x)[:, :out_channels]
+    return x
+
+
+class Stem(nn.Module):
+    """3x3 conv with 8-bit LSQ weights on the full-precision image, then BN and RPReLU."""
+
+    def __init__(self, max_width: int, stride: int = 2, kernel: int = 3, in_channels: int = 3):
+        super().__init__()
+        self.conv = LSQConv2d(in_channels, max_width, kernel, stride)
+        self.bn = SlicedBatchNorm2d(max_width)
+        self.act = RPReLU(max_width)
+
+    def forward(self, x: torch.Tensor, width: int) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x, width)))
+
+
+class SeparableBinaryLayer(nn.Module):
+    """RSign -> binary k x k group conv (keeps channels, may stride) -> BN -> +shortcut -> RPReLU
+    -> RSign -> binary 1x1 conv (to the layer's width) -> BN -> +shortcut -> RPReLU."""
+
+    def __init__(self, max_in: int, max_out: int, kernels=(3,), groups=(1,), stride: int = 1,
+                 bi_transform: bool = True, wn_eps: float = 1e-5):
+        super().__init__()
+        self.stride = stride
+        self.sign1 = RSign(max_in)
+        self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps)
+        self.bn1 = SlicedBatchNorm2d(max_in)
+        self.act1 = RPReLU(max_in)
+        self.sign2 = RSign(max_in)
+        self.conv_1x1 = SharedBinaryConv2d(max_in, max_out, (1,), (1,), bi_transform, wn_eps)
+        self.bn2 = SlicedBatchNorm2d(max_out)
+        self.act2 = RPReLU(max_out)
+
+    def forward(self, x: torch.Tensor, width: int, kernel: int, groups: int, mode: str = BINARY):
+        c = x.shape[1]
+        y = self.bn1(self.conv_kxk(self.sign1(x), c, kernel, groups, self.stride, mode))
+        y = self.act1(y + shortcut(x, c, self.stride))
+        z = self.bn2(self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode))
+        return self.act2(z + shortcut(y, width, 1))

@@ -1,0 +1,116 @@
+"""The weight-shared binary convolution: the one place where shared weights are sliced.
+
+The supernet, the static export and the mmdet backbone all obtain their kernels from
+:meth:`SharedBinaryConv2d.latent_weight` / :meth:`SharedBinaryConv2d.effective_weight`.
+
+Shared tensor: ``weight`` of shape (max_out, max_in // min_groups, K, K), K the largest
+kernel. For a choice (c_in, c_out, k, g):
+  1. rows: the first c_out filters;
+  2. columns (groups): with ``sub = c_in // g`` input channels per group and
+     ``R = min(c_in, max_in // min_groups) // sub`` column blocks available, output channel o
+     reads columns ``[(o // (c_out / g) mod R) * sub, ... + sub)`` -- the layout of the
+     authors' release, so their checkpoints convert 1:1;
+  3. kernel: k < K takes the centre k x k crop times a learnable (k^2 x k^2) transform
+     (identity at init), one per smaller kernel size;
+  4. Bi-Transformation (binary mode, k == K > 1): a learnable K^2 x K^2 matrix on the
+     flattened kernel (identity at init);
+  5. channel-wise weight normalization (W - mean) / sqrt(var + eps) per output channel;
+  6. binary mode: alpha * sign(.), alpha = mean |.| per output channel (detached), sign with
+     a straight-through gradient clipped at |w| <= 1. Teacher mode (Bi-Teacher, FWBA) stops
+     after step 5 and skips step 4.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .binarize import sign_ste
+
+__all__ = ['SharedBinaryConv2d', 'BINARY', 'TEACHER', 'WEIGHT_MODES', 'normalize_weight', 'binarize_weight']
+
+BINARY, TEACHER = 'binary', 'teacher'
+WEIGHT_MODES = (BINARY, TEACHER)
+
+
+def normalize_weight(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Channel-wise weight normalization over (in, kh, kw) of each output channel."""
+    flat = w.flatten(1)
+    var, mean = torch.var_mean(flat, dim=1, correction=0, keepdim=True)
+    return ((flat - mean) * torch.rsqrt(var + eps)).view_as(w)
+
+
+def binarize_weight(w_n: torch.Tensor) -> torch.Tensor:
+    """alpha * sign(w_n) with alpha = mean |w_n| per output channel (no gradient through alpha)."""
+    alpha = w_n.detach().abs().flatten(1).mean(1).view(-1, *([1] * (w_n.dim() - 1)))
+    return alpha * sign_ste(w_n)
+
+
+class SharedBinaryConv2d(nn.Module):
+
+    def __init__(self, max_in: int, max_out: int, kernel_sizes=(1,), groups=(1,),
+                 bi_transform: bool = True, wn_eps: float = 1e-5):
+        super().__init__()
+        self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
+        self.groups_choices = tuple(sorted(set(groups)))
+        self.max_in, self.max_out = max_in, max_out
+        self.max_kernel = self.kernel_sizes[-1]
+        self.in_cols = max_in // self.groups_choices[0]
+        self.wn_eps = wn_eps
+        self.weight = nn.Parameter(torch.empty(max_out, self.in_cols, self.max_kernel, self.max_kernel))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        # one transform per smaller kernel size, e.g. 'k3' for 3 from 5
+        self.kernel_transforms = nn.ParameterDict({
+            f'k{k}': nn.Parameter(torch.eye(k * k)) for k in self.kernel_sizes if k < self.max_kernel})
+        K2 = self.max_kernel ** 2
+        self.bi_transform = nn.Parameter(torch.eye(K2)) if (bi_transform and self.max_kernel > 1) else None
+
+    # ------------------------------------------------------------------ slicing
+    def latent_weight(self, c_in: int, c_out: int, kernel: int, groups: int) -> torch.Tensor:
+        """Steps 1-3: the full-precision latent kernel of a choice, shape (c_out, c_in/g, k, k)."""
+        if kernel not in self.kernel_sizes:
+            raise ValueError(f'kernel {kernel} not in {self.kernel_sizes}')
+        sub = c_in // groups
+        w = self.weight[:c_out]
+        if groups == 1:
+            w = w[:, :c_in]
+        else:
+            R = min(c_in, self.in_cols) // sub
+            if R <= 1:
+                w = w[:, :sub]
+            else:
+                per = c_out // groups
+                idx = torch.arange(groups, device=w.device)
+                blocks = w[:, :R * sub].reshape(groups, per, R, sub, *w.shape[2:])
+                w = blocks[idx, :, idx % R].reshape(c_out, sub, *w.shape[2:])
+        if kernel < self.max_kernel:
+            off = (self.max_kernel - kernel) // 2
+            w = w[:, :, off:off + kernel, off:off + kernel]
+            m = self.kernel_transforms[f'k{kernel}']
+            w = (w.reshape(-1, kernel * kernel) @ m.t()).view(c_out, sub, kernel, kernel)
+        return w
+
+    def transformed_weight(self, latent: torch.Tensor, kernel: int, mode: str) -> torch.Tensor:
+        """Step 4 (Bi-Transformation), only in binary mode with the layer's largest kernel."""
+        if mode == BINARY and self.bi_transform is not None and kernel == self.max_kernel:
+            k2 = kernel * kernel
+            return (latent.reshape(-1, k2) @ self.bi_transform.t()).view_as(latent)
+        return latent
+
+    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY):
+        w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
+        w_n = normalize_weight(w, self.wn_eps)
+        return binarize_weight(w_n) if mode == BINARY else w_n
+
+    def forward(self, x: torch.Tensor, c_out: int, kernel: Optional[int] = None, groups: int = 1,
+                stride: int = 1, mode: str = BINARY) -> torch.Tensor:
+        kernel = self.max_kernel if kernel is None else kernel
+        w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
+        return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
+
+    def extra_repr(self) -> str:
+        return (f'max_in={self.max_in}, max_out={self.max_out}, kernels={self.kernel_sizes}, '
+                f'groups={self.groups_choices}, bi_transform={self.bi_transform is not None}')

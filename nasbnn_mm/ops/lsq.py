@@ -1,0 +1,66 @@
+"""8-bit LSQ (Learned Step Size Quantization, Esser et al.) for the stem conv's weights."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['lsq_quantize', 'LSQConv2d']
+
+
+def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    # value of x, gradient multiplied by `scale`
+    return (x - x * scale).detach() + x * scale
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return (x.round() - x).detach() + x
+
+
+def lsq_quantize(w: torch.Tensor, step: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Fake-quantize ``w`` (out, ...) with per-output-channel ``step`` on the signed grid
+    [-2^(b-1), 2^(b-1)-1]. Gradients: straight-through inside the range (0 outside) for w;
+    LSQ's step gradient scaled by 1 / sqrt(numel(w) * Qp)."""
+    qn, qp = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    g = 1.0 / math.sqrt(w.numel() * qp)
+    s = _grad_scale(step, g).view(-1, *([1] * (w.dim() - 1)))
+    return _round_ste(torch.clamp(w / s, qn, qp)) * s
+
+
+class LSQConv2d(nn.Module):
+    """Conv with LSQ-quantized weights and full-precision input (the NAS-BNN stem).
+
+    The weight holds ``max_out`` filters; a forward uses the first ``out_channels`` of them.
+    The step sizes are initialised from the data on the first training forward:
+    s_c = max(|mean_c - 3 std_c|, |mean_c + 3 std_c|) / 2^(b-1).
+    """
+
+    def __init__(self, in_channels: int, max_out: int, kernel_size: int = 3, stride: int = 2, bits: int = 8):
+        super().__init__()
+        self.in_channels, self.max_out, self.kernel_size = in_channels, max_out, kernel_size
+        self.stride, self.bits = stride, bits
+        self.weight = nn.Parameter(torch.empty(max_out, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.step = nn.Parameter(torch.ones(max_out))
+        self.register_buffer('step_initialized', torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def init_step(self):
+        w = self.weight.flatten(1)
+        mean, std = w.mean(1), w.std(1)
+        self.step.copy_(torch.maximum((mean - 3 * std).abs(), (mean + 3 * std).abs()) / 2 ** (self.bits - 1))
+        self.step_initialized.fill_(True)
+
+    def quantized_weight(self, out_channels: int) -> torch.Tensor:
+        step = self.step[:out_channels].clamp(min=torch.finfo(self.step.dtype).eps)
+        return lsq_quantize(self.weight[:out_channels], step, self.bits)
+
+    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
+        if self.training and not bool(self.step_initialized):
+            self.init_step()
+        return F.conv2d(x, self.quantized_weight(out_channels), None, self.stride, self.kernel_size // 2)
+
+    def extra_repr(self) -> str:
+        return f'{self.in_channels}, {self.max_out}, k={self.kernel_size}, s={self.stride}, bits={self.bits}'

@@ -1,0 +1,103 @@
+"""Checkpoint files: safe loading by default, atomic writing.
+
+Policy (torch >= 2.6 loads with ``weights_only=True``):
+  * checkpoints this project writes for others (supernet, exported subnet, detector weights)
+    hold only tensors and plain Python values, so they load with ``weights_only=True``;
+  * mmengine's own training checkpoints pickle arbitrary objects (e.g. the message hub's
+    HistoryBuffer pickles ``getattr``). They are unpickled fully only when resuming from the
+    run's own work dir (see :class:`nasbnn_mm.engine.NASBNNRunner`) or when the user passes
+    an explicit trust flag (``--trust-checkpoint`` / ``trust_checkpoint=True``);
+  * any other file that safe loading refuses raises :class:`UntrustedCheckpointError`.
+Safe loading is never switched off globally.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import secrets
+from collections import OrderedDict
+from typing import Any, Optional
+
+import torch
+
+__all__ = ['UntrustedCheckpointError', 'load_checkpoint_file', 'save_checkpoint_file', 'publish_checkpoint',
+           'TRUST_HINT']
+
+TRUST_HINT = ('pass --trust-checkpoint (or set trust_checkpoint=True in the config) only if you trust '
+              'the file, since full unpickling can run arbitrary code')
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint that safe loading refuses."""
+
+
+def _offending_global(msg: str) -> str:
+    m = re.search(r'Unsupported global: GLOBAL ([\w\.]+)', msg)
+    if m:
+        return m.group(1)
+    m = re.search(r'Unsupported operand (\d+)', msg)
+    return f'pickle opcode {m.group(1)}' if m else 'an object outside the safe set'
+
+
+def load_checkpoint_file(path: str, map_location: Any = 'cpu', trusted: bool = False) -> Any:
+    """Load a checkpoint file; safe (``weights_only=True``) unless ``trusted``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint: no such file {path!r}')
+    if trusted:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UntrustedCheckpointError(
+            f'checkpoint {path!r} refused by safe loading: it pickles {_offending_global(str(e))}; '
+            f'{TRUST_HINT}') from None
+
+
+def save_checkpoint_file(obj: Any, path: str) -> str:
+    """Write ``obj`` with torch.save atomically: a crash never leaves a half-written file."""
+    path = os.path.abspath(path)
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    # not tempfile.mkstemp: it creates mode 0600, and published files must be readable like torch.save's
+    tmp = os.path.join(d, f'.{os.path.basename(path)}.{secrets.token_hex(8)}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _plain(x: Any) -> Any:
+    """Reduce to values that ``weights_only=True`` loads (tensors, str, numbers, containers)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().clone()
+    if x is None or type(x) in (str, int, float, bool):
+        return x
+    if hasattr(x, 'dtype') and hasattr(x, 'tolist'):  # numpy scalar (np.float64 subclasses float!) or array
+        return _plain(x.tolist())
+    for t in (bool, int, float, str):  # other subclasses (enums, ...) would pickle their class
+        if isinstance(x, t):
+            return t(x)
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, 'item') and getattr(x, 'ndim', 1) == 0:  # numpy scalar
+        return x.item()
+    return str(x)
+
+
+def publish_checkpoint(state_dict: 'OrderedDict[str, torch.Tensor]', path: str,
+                       meta: Optional[dict] = None) -> str:
+    """Write a checkpoint for others to use: ``{'meta': ..., 'state_dict': ...}`` that loads
+    with ``weights_only=True`` (and with mmengine's stock ``load_checkpoint``)."""
+    sd = OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items())
+    return save_checkpoint_file({'meta': _plain(meta or {}), 'state_dict': sd}, path)
