@@ -8,3 +8,4 @@ __version__ = '0.1.0'
 from . import registry  # noqa: F401,E402
 from . import models  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
+from . import datasets  # noqa: F401,E402

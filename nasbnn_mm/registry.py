@@ -29,6 +29,6 @@ OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MM
                                       scope=SCOPE, locations=['nasbnn_mm.engine'])
 WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS, scope=SCOPE,
                                locations=['nasbnn_mm.models'])
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE, locations=['nasbnn_mm.engine'])
-TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=['nasbnn_mm.engine'])
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE, locations=['nasbnn_mm.datasets'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=['nasbnn_mm.datasets'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope=SCOPE, locations=['nasbnn_mm.engine'])

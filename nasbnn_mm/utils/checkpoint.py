@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 
 __all__ = ['UntrustedCheckpointError', 'load_checkpoint_file', 'save_checkpoint_file', 'publish_checkpoint',
-           'TRUST_HINT']
+           'TRUST_HINT', 'atomic_write_text']
 
 TRUST_HINT = ('pass --trust-checkpoint (or set trust_checkpoint=True in the config) only if you trust '
               'the file, since full unpickling can run arbitrary code')
@@ -101,3 +101,20 @@ def publish_checkpoint(state_dict: 'OrderedDict[str, torch.Tensor]', path: str,
     with ``weights_only=True`` (and with mmengine's stock ``load_checkpoint``)."""
     sd = OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items())
     return save_checkpoint_file({'meta': _plain(meta or {}), 'state_dict': sd}, path)
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write a text file atomically (temp file in the same folder, then rename)."""
+    path = os.path.abspath(path)
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

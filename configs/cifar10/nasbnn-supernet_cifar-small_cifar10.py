@@ -1,0 +1,50 @@
+# CPU-scale NAS-BNN supernet: the reduced space (Table-1 structure, 1/8 of the channels) on
+# CIFAR-10 at 32 px. Used by the tests and the demo; trains by iterations.
+_base_ = ['../_base_/datasets/cifar10_folders.py', '../_base_/search_spaces/cifar_small.py']
+
+custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+runner_type = 'nasbnn.NASBNNRunner'
+
+model = dict(
+    type='nasbnn.SandwichClassifier',
+    backbone=dict(type='nasbnn.NASBNNSupernet', search_space={{_base_.search_space}}),
+    neck=dict(type='mmpretrain.GlobalAveragePooling'),
+    head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=10, in_channels=128),
+    num_random=2,
+    sample_seed=0,
+    data_preprocessor={{_base_.data_preprocessor}})
+
+max_iters = 1500
+optim_wrapper = dict(
+    optimizer=dict(type='Adam', lr=2.5e-3, weight_decay=5e-6),
+    # weight decay only on conv and linear weights
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0, bias_decay_mult=0.0,
+        custom_keys={
+            '.bias_in': dict(decay_mult=0.0), '.bias_out': dict(decay_mult=0.0), '.slope': dict(decay_mult=0.0),
+            'kernel_transforms': dict(decay_mult=0.0), 'bi_transform': dict(decay_mult=0.0),
+            'conv.step': dict(decay_mult=0.0)}))
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=False, begin=0, end=max_iters)]
+
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
+val_cfg = dict(type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest'], calib_batches=10, ops_img_size=32)
+test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'random:2'], calib_batches=10,
+                ops_img_size=32)
+
+model_wrapper_cfg = dict(type='nasbnn.SandwichDDP', find_unused_parameters=True)
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=20),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=2),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+)
+log_processor = dict(by_epoch=False)
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+               dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0, deterministic=False)
+visualizer = dict(type='mmpretrain.UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
+log_level = 'INFO'
+load_from = None
+resume = False
