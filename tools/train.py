@@ -68,4 +68,12 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except Exception as e:  # one-line message for bad input; anything else keeps its traceback
+        from nasbnn_mm.space import ArchitectureError
+        from nasbnn_mm.utils import UntrustedCheckpointError
+        if isinstance(e, (ArchitectureError, UntrustedCheckpointError, FileNotFoundError)):
+            print(f'error: {e}', file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -32,6 +32,8 @@ val_cfg = dict(type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest'], cal
 test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'random:2'], calib_batches=10,
                 ops_img_size=32)
 
+# weights-only checkpoint (work_dir/published.pth) for tools/test.py, the search and the detector
+custom_hooks = [dict(type='nasbnn.PublishCheckpointHook')]
 model_wrapper_cfg = dict(type='nasbnn.SandwichDDP', find_unused_parameters=True)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

@@ -71,6 +71,8 @@ val_cfg = dict(type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest', 'A',
 test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'A', 'B', 'C', 'D', 'E', 'F'],
                 calib_batches=10)
 
+# weights-only checkpoint (work_dir/published.pth) for tools/test.py, the search and the detector
+custom_hooks = [dict(type='nasbnn.PublishCheckpointHook')]
 model_wrapper_cfg = dict(type='nasbnn.SandwichDDP', find_unused_parameters=True)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

@@ -1,7 +1,8 @@
 from .bn_recalibration import recalibrate_bn, recalibrated_bn
 from .distributed import SandwichDDP, init_cpu_dist_if_needed
+from .hooks import PublishCheckpointHook
 from .runner import NASBNNRunner
 from .subnet_loops import SubnetTestLoop, SubnetValLoop, resolve_subnets
 
-__all__ = ['NASBNNRunner', 'SandwichDDP', 'init_cpu_dist_if_needed', 'recalibrate_bn', 'recalibrated_bn', 'SubnetValLoop', 'SubnetTestLoop',
+__all__ = ['NASBNNRunner', 'PublishCheckpointHook', 'SandwichDDP', 'init_cpu_dist_if_needed', 'recalibrate_bn', 'recalibrated_bn', 'SubnetValLoop', 'SubnetTestLoop',
            'resolve_subnets']

@@ -28,6 +28,44 @@ def shortcut(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
     return x
 
 
+class _AddTiled(torch.autograd.Function):
+    """In place: y += x tiled along channels (out channel k reads x channel k mod C_x)."""
+
+    @staticmethod
+    def forward(ctx, y, x):
+        c, out = x.shape[1], y.shape[1]
+        for k in range(0, out, c):
+            n = min(c, out - k)
+            y[:, k:k + n].add_(x[:, :n])
+        ctx.mark_dirty(y)
+        ctx.c = c
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        c, out = ctx.c, grad.shape[1]
+        gx = None
+        if ctx.needs_input_grad[1]:
+            gx = grad[:, :c].clone()
+            for k in range(c, out, c):
+                n = min(c, out - k)
+                gx[:, :n].add_(grad[:, k:k + n])
+        return grad, gx
+
+
+def _add_shortcut_(y: torch.Tensor, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """``y + shortcut(x, y.shape[1], stride)`` written into ``y`` (a fresh BN output that
+    nothing saved for backward), without materializing the tiled shortcut."""
+    if stride == 2:
+        x = F.avg_pool2d(x, 2, 2, ceil_mode=True, count_include_pad=False)
+    c, out = x.shape[1], y.shape[1]
+    if c == out:
+        return y.add_(x)
+    if c > out:
+        return y.add_(x[:, :out])
+    return _AddTiled.apply(y, x)
+
+
 class Stem(nn.Module):
     """3x3 conv with 8-bit LSQ weights on the full-precision image, then BN and RPReLU."""
 
@@ -46,21 +84,21 @@ class SeparableBinaryLayer(nn.Module):
     -> RSign -> binary 1x1 conv (to the layer's width) -> BN -> +shortcut -> RPReLU."""
 
     def __init__(self, max_in: int, max_out: int, kernels=(3,), groups=(1,), stride: int = 1,
-                 bi_transform: bool = True, wn_eps: float = 1e-5):
+                 bi_transform: bool = True, wn_eps: float = 1e-5, wn_unbiased: bool = False):
         super().__init__()
         self.stride = stride
         self.sign1 = RSign(max_in)
-        self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps)
+        self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps, wn_unbiased)
         self.bn1 = SlicedBatchNorm2d(max_in)
         self.act1 = RPReLU(max_in)
         self.sign2 = RSign(max_in)
-        self.conv_1x1 = SharedBinaryConv2d(max_in, max_out, (1,), (1,), bi_transform, wn_eps)
+        self.conv_1x1 = SharedBinaryConv2d(max_in, max_out, (1,), (1,), bi_transform, wn_eps, wn_unbiased)
         self.bn2 = SlicedBatchNorm2d(max_out)
         self.act2 = RPReLU(max_out)
 
     def forward(self, x: torch.Tensor, width: int, kernel: int, groups: int, mode: str = BINARY):
         c = x.shape[1]
         y = self.bn1(self.conv_kxk(self.sign1(x), c, kernel, groups, self.stride, mode))
-        y = self.act1(y + shortcut(x, c, self.stride))
+        y = self.act1(_add_shortcut_(y, x, self.stride))
         z = self.bn2(self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode))
-        return self.act2(z + shortcut(y, width, 1))
+        return self.act2(_add_shortcut_(z, y, 1))

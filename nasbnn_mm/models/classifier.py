@@ -35,8 +35,8 @@ class SandwichClassifier(ImageClassifier):
 
     def __init__(self, backbone: dict, neck: Optional[dict] = None, head: Optional[dict] = None,
                  num_random: int = 2, sample_seed: int = 0,
-                 teacher_loss: dict = dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-                 distill_loss: dict = dict(type='CrossEntropyLoss', use_soft=True),
+                 teacher_loss: dict = dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+                 distill_loss: dict = dict(type='mmpretrain.CrossEntropyLoss', use_soft=True),
                  **kwargs):
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         self.num_random = num_random

@@ -54,10 +54,12 @@ class NASBNNSupernet(_NASBNNNet):
         search_space: dict / config path of the space (see ``configs/_base_/search_spaces``).
         out_indices: stages whose outputs are returned (default: last).
         wn_eps: epsilon of the channel-wise weight normalization.
+        wn_unbiased: normalize with the unbiased (Bessel-corrected) std; with ``wn_eps=0`` this is
+            the authors' normalization, which checkpoints converted from their release need.
     """
 
     def __init__(self, search_space=None, out_indices: Sequence[int] = (-1,), wn_eps: float = 1e-5,
-                 init_cfg=None):
+                 init_cfg=None, wn_unbiased: bool = False):
         super().__init__(init_cfg)
         self.space = SearchSpace.build(search_space)
         self.out_indices = _check_out_indices(out_indices, self.space.num_stages)
@@ -69,7 +71,7 @@ class NASBNNSupernet(_NASBNNNet):
             for li in range(s.max_depth):
                 layers.append(SeparableBinaryLayer(
                     sp.max_in_channels(si, li), max(s.widths), s.kernels, s.groups,
-                    s.stride if li == 0 else 1, True, wn_eps))
+                    s.stride if li == 0 else 1, True, wn_eps, wn_unbiased))
             stages.append(layers)
         self.stages = nn.ModuleList(stages)
         self.arch = sp.largest()
@@ -103,10 +105,11 @@ class NASBNNSubnet(_NASBNNNet):
         search_space: space the architecture is validated against (Table 1 by default).
         out_indices: stages whose outputs are returned (default: last).
         mode: 'binary' (deployment) or 'teacher'.
+        wn_eps, wn_unbiased: weight normalization, as in :class:`NASBNNSupernet`.
     """
 
     def __init__(self, arch, search_space=None, out_indices: Sequence[int] = (-1,), mode: str = BINARY,
-                 wn_eps: float = 1e-5, init_cfg=None):
+                 wn_eps: float = 1e-5, init_cfg=None, wn_unbiased: bool = False):
         super().__init__(init_cfg)
         self.space = SearchSpace.build(search_space)
         self.arch = self.space.validate(arch)
@@ -121,7 +124,8 @@ class NASBNNSubnet(_NASBNNNet):
             for li, ch in enumerate(choices):
                 layers.append(SeparableBinaryLayer(c, ch.width, (ch.kernel,), (ch.groups,),
                                                    self.space.stages[si].stride if li == 0 else 1,
-                                                   bi_transform=False, wn_eps=wn_eps))
+                                                   bi_transform=False, wn_eps=wn_eps,
+                                                   wn_unbiased=wn_unbiased))
                 c = ch.width
             stages.append(layers)
         self.stages = nn.ModuleList(stages)

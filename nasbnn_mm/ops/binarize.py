@@ -3,6 +3,19 @@
 The activation modules hold parameters for the largest channel count a position can see
 and use the first ``C`` entries for an input with ``C`` channels, so the same module serves
 the supernet (any width) and a static subnet (one width).
+
+Speed notes (CPU training is dominated by element-wise passes over activations): every
+operator here is one autograd Function with a hand-written backward that keeps the number
+of full-size passes and temporaries minimal; the numerics are those of the plain formulas
+(see tests/test_ops_fused.py, which checks each against plain autograd):
+
+* ApproxSign backward ``g * max(0, 2 - 2|u|)`` is computed as ``g * clamp(2 - 2 * u * sign(u), 0)``
+  (``u * sign(u) == |u|`` exactly): one fused multiply-add, a clamp and a multiply, reusing the
+  sign output that the following convolution keeps for its own backward anyway.
+* The weight STE ``g * (|w| <= 1)`` is one pass (``hardtanh_backward`` with the bound moved to
+  the next float above 1, which keeps ``|w| == 1`` inside), with no bool/float mask tensors.
+* RSign fuses the bias add, the sign and the bias gradient; RPReLU fuses ``prelu(x + b1) + b2``
+  and returns all four gradients from one PReLU backward kernel.
 """
 from __future__ import annotations
 
@@ -13,19 +26,35 @@ import torch.nn.functional as F
 __all__ = ['approx_sign', 'sign_ste', 'RSign', 'RPReLU']
 
 
+def _channel_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(C,) -> (1, C, 1, ...) for broadcasting against an (N, C, ...) tensor."""
+    return v.view(1, -1, *([1] * (ndim - 2)))
+
+
+def _reduce_dims(ndim: int):
+    """All dims but the channel dim 1."""
+    return [0] + list(range(2, ndim))
+
+
+def _approx_sign_grad(grad: torch.Tensor, u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """grad * max(0, 2 - 2|u|) given s = sign(u); a new tensor."""
+    t = torch.addcmul(torch.full((), 2.0, dtype=u.dtype, device=u.device), u, s, value=-2.0)
+    return t.clamp_(min=0.0).mul_(grad)
+
+
 class _ApproxSign(torch.autograd.Function):
     """sign(x) forward; ApproxSign (Bi-Real) backward: 2 - 2|x| for |x| <= 1, else 0."""
 
     @staticmethod
     def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.sign(x)
+        s = torch.sign(x)
+        ctx.save_for_backward(x, s)
+        return s
 
     @staticmethod
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        # (2 - 2|x|).clamp(min=0) is 0 exactly where |x| >= 1: one fused expression
-        return grad * (2.0 - 2.0 * x.abs()).clamp_(min=0.0)
+        x, s = ctx.saved_tensors
+        return _approx_sign_grad(grad, x, s)
 
 
 class _SignSTE(torch.autograd.Function):
@@ -39,7 +68,63 @@ class _SignSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         w, = ctx.saved_tensors
-        return grad * (w.abs() <= 1).to(grad.dtype)
+        return _clipped_ste_grad(grad, w)
+
+
+def _clipped_ste_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """grad * (|w| <= 1) in one pass: hardtanh_backward zeroes where w <= lo or w >= hi, so
+    with hi = the next float above 1 exactly |w| > 1 is zeroed."""
+    bound = 1.0 + torch.finfo(w.dtype).eps
+    return torch.ops.aten.hardtanh_backward(grad, w, -bound, bound)
+
+
+class _RSignFn(torch.autograd.Function):
+    """sign(x + b) with the ApproxSign gradient for x and b (b: per channel)."""
+
+    @staticmethod
+    def forward(ctx, x, b):
+        u = torch.add(x, _channel_view(b, x.dim()))
+        s = torch.sign(u)
+        # s is also what the next convolution saves, so keeping it costs no memory
+        ctx.save_for_backward(u, s)
+        return s
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, s = ctx.saved_tensors
+        gu = _approx_sign_grad(grad, u, s)
+        gb = gu.sum(_reduce_dims(gu.dim())) if ctx.needs_input_grad[1] else None
+        return gu, gb
+
+
+class _RPReLUFn(torch.autograd.Function):
+    """prelu(x + b1, a) + b2 with per-channel b1, a, b2."""
+
+    @staticmethod
+    def forward(ctx, x, b1, a, b2):
+        nd = x.dim()
+        z = torch.add(x, _channel_view(b1, nd))
+        y = F.prelu(z, a)
+        y.add_(_channel_view(b2, nd))
+        ctx.save_for_backward(z, a)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, a = ctx.saved_tensors
+        dims = _reduce_dims(grad.dim())
+        need_x, need_b1, need_a, need_b2 = ctx.needs_input_grad
+        gz = ga = gb1 = gb2 = None
+        if need_x or need_b1 or need_a:
+            gz, ga_full = torch.ops.aten._prelu_kernel_backward(grad, z, _channel_view(a, z.dim()))
+            if need_a:
+                ga = ga_full.sum(dims)
+            del ga_full
+            if need_b1:
+                gb1 = gz.sum(dims)
+        if need_b2:
+            gb2 = grad.sum(dims)
+        return (gz if need_x else None), gb1, ga, gb2
 
 
 def approx_sign(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +144,8 @@ class RSign(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        return approx_sign(x + self.bias[:c].view(1, c, 1, 1))
+        b = self.bias if c == self.bias.numel() else self.bias[:c]
+        return _RSignFn.apply(x, b)
 
     def extra_repr(self) -> str:
         return f'{self.bias.numel()}'
@@ -76,8 +162,9 @@ class RPReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        y = F.prelu(x + self.bias_in[:c].view(1, c, 1, 1), self.slope[:c])
-        return y + self.bias_out[:c].view(1, c, 1, 1)
+        if c == self.slope.numel():
+            return _RPReLUFn.apply(x, self.bias_in, self.slope, self.bias_out)
+        return _RPReLUFn.apply(x, self.bias_in[:c], self.slope[:c], self.bias_out[:c])
 
     def extra_repr(self) -> str:
         return f'{self.slope.numel()}'

@@ -14,7 +14,9 @@ kernel. For a choice (c_in, c_out, k, g):
      (identity at init), one per smaller kernel size;
   4. Bi-Transformation (binary mode, k == K > 1): a learnable K^2 x K^2 matrix on the
      flattened kernel (identity at init);
-  5. channel-wise weight normalization (W - mean) / sqrt(var + eps) per output channel;
+  5. channel-wise weight normalization (W - mean) / sqrt(var + eps) per output channel, var
+     biased by default; ``wn_unbiased=True, wn_eps=0`` reproduces the authors' release exactly
+     ((W - mean) / W.std(), unbiased, no eps), as needed for their converted checkpoints;
   6. binary mode: alpha * sign(.), alpha = mean |.| per output channel (detached), sign with
      a straight-through gradient clipped at |w| <= 1. Teacher mode (Bi-Teacher, FWBA) stops
      after step 5 and skips step 4.
@@ -28,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binarize import sign_ste
+from .binarize import _clipped_ste_grad, sign_ste
 
 __all__ = ['SharedBinaryConv2d', 'BINARY', 'TEACHER', 'WEIGHT_MODES', 'normalize_weight', 'binarize_weight']
 
@@ -36,23 +38,90 @@ BINARY, TEACHER = 'binary', 'teacher'
 WEIGHT_MODES = (BINARY, TEACHER)
 
 
-def normalize_weight(w: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Channel-wise weight normalization over (in, kh, kw) of each output channel."""
-    flat = w.flatten(1)
-    var, mean = torch.var_mean(flat, dim=1, correction=0, keepdim=True)
-    return ((flat - mean) * torch.rsqrt(var + eps)).view_as(w)
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row (dim 0) dot product of two same-shape tensors, without an a*b temporary."""
+    r = a.shape[0]
+    return torch.bmm(a.reshape(r, 1, -1), b.reshape(r, -1, 1)).view(r, *([1] * (a.dim() - 1)))
+
+
+class _WeightNorm(torch.autograd.Function):
+    """Channel-wise weight normalization, optionally followed by alpha * sign(.) (binary),
+    as one Function with a hand-written backward.
+
+    Forward arithmetic is that of the plain formulas. Backward, with h the gradient reaching
+    w_n (binary: alpha * STE-masked incoming gradient) and D the variance divisor (N or N-1):
+    dL/dw = rstd * (h - mean(h) - w_n * sum(h * w_n) / D), computed in two fused passes."""
+
+    @staticmethod
+    def forward(ctx, w, eps, unbiased, binary):
+        dims = tuple(range(1, w.dim()))
+        n = w[0].numel()
+        if unbiased:  # the authors' arithmetic: (W - mean) / W.std()
+            mean = w.mean(dim=dims, keepdim=True)
+            std = (w.std(dim=dims, keepdim=True) if eps == 0
+                   else torch.sqrt(w.var(dim=dims, keepdim=True) + eps))
+            w_n = (w - mean).div_(std)
+            rstd = std.reciprocal()
+            ctx.divisor = n - 1
+        else:
+            var, mean = torch.var_mean(w, dim=dims, correction=0, keepdim=True)
+            rstd = torch.rsqrt(var + eps)
+            w_n = (w - mean).mul_(rstd)
+            ctx.divisor = n
+        ctx.n, ctx.binary = n, binary
+        if not binary:
+            ctx.save_for_backward(w_n, rstd)
+            return w_n
+        # alpha = mean |w_n| per output channel (a constant for autograd), computed in the
+        # output buffer (|w_n| first, then overwritten by sign(w_n)): no extra temporary
+        out = torch.abs(w_n)
+        alpha = out.mean(dim=dims, keepdim=True)
+        torch.sign(w_n, out=out)
+        ctx.save_for_backward(w_n, rstd, alpha)
+        return out.mul_(alpha)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.binary:
+            w_n, rstd, alpha = ctx.saved_tensors
+            h = _clipped_ste_grad(grad, w_n)  # STE: d sign(w_n) / d w_n = 1 for |w_n| <= 1
+            scale = alpha * rstd
+        else:
+            w_n, rstd = ctx.saved_tensors
+            h = grad
+            scale = rstd
+        dims = tuple(range(1, h.dim()))
+        s1 = h.sum(dim=dims, keepdim=True)
+        s2 = _rowdot(h, w_n)
+        out = torch.addcmul(s1.mul_(scale).div_(-ctx.n), h, scale)
+        out.addcmul_(w_n, s2.mul_(scale).div_(-ctx.divisor))
+        return out, None, None, None
+
+
+def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
+    """Channel-wise weight normalization over (in, kh, kw) of each output channel.
+
+    ``unbiased``: Bessel-corrected variance, computed with the authors' arithmetic
+    ((W - mean) / W.std() when ``eps == 0``) so that float32 results match theirs bit for bit."""
+    return _WeightNorm.apply(w, eps, unbiased, False)
+
+
+def normalize_binarize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
+    """``binarize_weight(normalize_weight(w, eps, unbiased))`` as one fused autograd Function."""
+    return _WeightNorm.apply(w, eps, unbiased, True)
 
 
 def binarize_weight(w_n: torch.Tensor) -> torch.Tensor:
     """alpha * sign(w_n) with alpha = mean |w_n| per output channel (no gradient through alpha)."""
-    alpha = w_n.detach().abs().flatten(1).mean(1).view(-1, *([1] * (w_n.dim() - 1)))
-    return alpha * sign_ste(w_n)
+    with torch.no_grad():
+        alpha = w_n.abs().flatten(1).mean(1).view(-1, *([1] * (w_n.dim() - 1)))
+    return sign_ste(w_n).mul_(alpha)
 
 
 class SharedBinaryConv2d(nn.Module):
 
     def __init__(self, max_in: int, max_out: int, kernel_sizes=(1,), groups=(1,),
-                 bi_transform: bool = True, wn_eps: float = 1e-5):
+                 bi_transform: bool = True, wn_eps: float = 1e-5, wn_unbiased: bool = False):
         super().__init__()
         self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
         self.groups_choices = tuple(sorted(set(groups)))
@@ -60,6 +129,7 @@ class SharedBinaryConv2d(nn.Module):
         self.max_kernel = self.kernel_sizes[-1]
         self.in_cols = max_in // self.groups_choices[0]
         self.wn_eps = wn_eps
+        self.wn_unbiased = wn_unbiased
         self.weight = nn.Parameter(torch.empty(max_out, self.in_cols, self.max_kernel, self.max_kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         # one transform per smaller kernel size, e.g. 'k3' for 3 from 5
@@ -74,13 +144,15 @@ class SharedBinaryConv2d(nn.Module):
         if kernel not in self.kernel_sizes:
             raise ValueError(f'kernel {kernel} not in {self.kernel_sizes}')
         sub = c_in // groups
-        w = self.weight[:c_out]
+        # slice only where needed: a full-range slice still costs a full-size zero-filled
+        # gradient buffer in backward
+        w = self.weight if c_out == self.weight.shape[0] else self.weight[:c_out]
         if groups == 1:
-            w = w[:, :c_in]
+            w = w if c_in == w.shape[1] else w[:, :c_in]
         else:
             R = min(c_in, self.in_cols) // sub
             if R <= 1:
-                w = w[:, :sub]
+                w = w if sub == w.shape[1] else w[:, :sub]
             else:
                 per = c_out // groups
                 idx = torch.arange(groups, device=w.device)
@@ -102,8 +174,9 @@ class SharedBinaryConv2d(nn.Module):
 
     def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY):
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
-        w_n = normalize_weight(w, self.wn_eps)
-        return binarize_weight(w_n) if mode == BINARY else w_n
+        if mode == BINARY:
+            return normalize_binarize_weight(w, self.wn_eps, self.wn_unbiased)
+        return normalize_weight(w, self.wn_eps, self.wn_unbiased)
 
     def forward(self, x: torch.Tensor, c_out: int, kernel: Optional[int] = None, groups: int = 1,
                 stride: int = 1, mode: str = BINARY) -> torch.Tensor:

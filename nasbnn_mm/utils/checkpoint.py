@@ -54,8 +54,9 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', trusted: bool = F
             f'{TRUST_HINT}') from None
 
 
-def save_checkpoint_file(obj: Any, path: str) -> str:
-    """Write ``obj`` with torch.save atomically: a crash never leaves a half-written file."""
+def _atomic_write(path: str, write, binary: bool = True) -> str:
+    """Call ``write(file)`` on a temp file next to ``path``, fsync, then rename over ``path``:
+    a crash never leaves a half-written file, and an existing ``path`` stays intact."""
     path = os.path.abspath(path)
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
@@ -63,8 +64,8 @@ def save_checkpoint_file(obj: Any, path: str) -> str:
     tmp = os.path.join(d, f'.{os.path.basename(path)}.{secrets.token_hex(8)}.tmp')
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, 'wb' if binary else 'w') as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -73,6 +74,16 @@ def save_checkpoint_file(obj: Any, path: str) -> str:
             os.remove(tmp)
         raise
     return path
+
+
+def save_checkpoint_file(obj: Any, path: str) -> str:
+    """Write ``obj`` with torch.save atomically."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Write a text file atomically."""
+    return _atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def _plain(x: Any) -> Any:
@@ -102,19 +113,3 @@ def publish_checkpoint(state_dict: 'OrderedDict[str, torch.Tensor]', path: str,
     sd = OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items())
     return save_checkpoint_file({'meta': _plain(meta or {}), 'state_dict': sd}, path)
 
-
-def atomic_write_text(path: str, text: str) -> str:
-    """Write a text file atomically (temp file in the same folder, then rename)."""
-    path = os.path.abspath(path)
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=d)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
