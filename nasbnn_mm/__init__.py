@@ -9,3 +9,4 @@ from . import registry  # noqa: F401,E402
 from . import models  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
 from . import datasets  # noqa: F401,E402
+from . import det  # noqa: F401,E402

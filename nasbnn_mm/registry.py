@@ -4,6 +4,7 @@ Because they hang off mmengine's roots (like mmdet's and mmpretrain's), configs 
 frameworks can name our components as ``type='nasbnn.X'`` once
 ``custom_imports=dict(imports=['nasbnn_mm'])`` has imported the package.
 """
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import LOOPS as MMENGINE_LOOPS
@@ -19,7 +20,7 @@ from mmengine.registry import Registry
 SCOPE = 'nasbnn'
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
-                  locations=['nasbnn_mm.models'])
+                  locations=['nasbnn_mm.models', 'nasbnn_mm.det'])
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope=SCOPE, locations=['nasbnn_mm.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE, locations=['nasbnn_mm.engine'])
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, scope=SCOPE, locations=['nasbnn_mm.engine'])
@@ -28,7 +29,8 @@ MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope
 OPTIM_WRAPPER_CONSTRUCTORS = Registry('optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
                                       scope=SCOPE, locations=['nasbnn_mm.engine'])
 WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS, scope=SCOPE,
-                               locations=['nasbnn_mm.models'])
+                               locations=['nasbnn_mm.models', 'nasbnn_mm.det'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE, locations=['nasbnn_mm.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE, locations=['nasbnn_mm.datasets'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS, scope=SCOPE, locations=['nasbnn_mm.engine'])
+DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS, scope=SCOPE, locations=['nasbnn_mm.engine'])

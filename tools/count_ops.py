@@ -9,6 +9,8 @@ Examples::
     python tools/count_ops.py --largest --smallest --random 5 --seed 0
     python tools/count_ops.py --space configs/cifar10/nasbnn_supernet_cifar10.py --largest --img-size 32
     python tools/count_ops.py --space-size
+    python tools/count_ops.py --det-config configs/coco/faster-rcnn_nasbnn-d_fpn_1x_coco.py      # detector OPs
+    python tools/count_ops.py A F --det-config configs/coco/faster-rcnn_nasbnn-a_fpn_1x_coco.py --img-size 800x1333
 """
 import argparse
 import json
@@ -43,11 +45,16 @@ def parse_args(argv=None):
     p.add_argument('--presets', action='store_true', help='all presets A..F')
     p.add_argument('--random', type=int, default=0, metavar='N', help='N random architectures under ND')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--img-size', type=parse_size, default=(224, 224), help='N or HxW (default 224)')
+    p.add_argument('--img-size', type=parse_size, default=None,
+                   help="N or HxW (default 224; with --det-config the test pipeline's Resize scale)")
     p.add_argument('--num-classes', type=int, default=1000)
     p.add_argument('--per-layer', action='store_true', help='print a per-layer table')
     p.add_argument('--space-size', action='store_true', help='print the exact search-space cardinality')
     p.add_argument('--json', action='store_true', help='print one JSON object per architecture')
+    p.add_argument('--det-config', metavar='CONFIG',
+                   help='detector config (Faster R-CNN + FPN on NASBNNDetBackbone): print the backbone OPs at the '
+                        "detector's input size and the neck / head FLOPs (the config's architecture unless "
+                        'architectures are given)')
     return p.parse_args(argv)
 
 
@@ -81,9 +88,43 @@ def print_summary(name, rep):
           f' ({fp32_mb / s["size_mb"]:.1f}x smaller)')
 
 
+def print_detector(name, rep):
+    print(f'== {name}')
+    print(f'   arch       {rep["arch"]}')
+    h, w = rep['img_size']
+    ph, pw = rep['padded_size']
+    print(f'   input      {h}x{w} (padded {ph}x{pw})')
+    print(f'   backbone   {fmt_m(rep["backbone_ops"])} OPs   (Int8OPs {fmt_m(rep["backbone_int8ops"])}, '
+          f'BOPs {fmt_m(rep["backbone_bops"])})')
+    print(f'   neck       {fmt_m(rep["neck_flops"])} FLOPs (FPN)')
+    print(f'   rpn        {fmt_m(rep["rpn_flops"])} FLOPs')
+    print(f'   roi head   {fmt_m(rep["roi_flops"])} FLOPs ({rep["proposals"]} proposals x '
+          f'{fmt_m(rep["roi_flops_per_proposal"])})')
+    print(f'   total      {fmt_m(rep["ops"])} OPs   (backbone OPs + neck/head FLOPs)')
+
+
+def main_detector(args):
+    from mmengine.config import Config
+
+    from nasbnn_mm.det.ops_counter import detector_input_size, detector_ops
+    cfg = Config.fromfile(args.det_config)
+    size = args.img_size or detector_input_size(cfg)
+    todo = [(a if len(a) < 20 else 'arch', a) for a in args.archs] or [(os.path.basename(args.det_config), None)]
+    for name, arch in todo:
+        rep = detector_ops(cfg.model, size, arch)
+        if args.json:
+            print(json.dumps(dict(name=name, **rep)))
+        else:
+            print_detector(name, rep)
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.det_config:
+            main_detector(args)
+            return 0
+        args.img_size = args.img_size or (224, 224)
         space = SearchSpace.build(args.space)
         if args.space_size:
             print(f'search space: {space.cardinality(nd=True):,} architectures under ND '

@@ -72,8 +72,8 @@ if __name__ == '__main__':
         main()
     except Exception as e:  # one-line message for bad input; anything else keeps its traceback
         from nasbnn_mm.space import ArchitectureError
-        from nasbnn_mm.utils import UntrustedCheckpointError
-        if isinstance(e, (ArchitectureError, UntrustedCheckpointError, FileNotFoundError)):
+        from nasbnn_mm.utils import CheckpointMismatchError, UntrustedCheckpointError
+        if isinstance(e, (ArchitectureError, UntrustedCheckpointError, CheckpointMismatchError, FileNotFoundError)):
             print(f'error: {e}', file=sys.stderr)
             sys.exit(2)
         raise

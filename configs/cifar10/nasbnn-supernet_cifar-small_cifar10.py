@@ -1,6 +1,6 @@
 # CPU-scale NAS-BNN supernet: the reduced space (Table-1 structure, 1/8 of the channels) on
 # CIFAR-10 at 32 px. Used by the tests and the demo; trains by iterations.
-_base_ = ['../_base_/datasets/cifar10_folders.py', '../_base_/search_spaces/cifar_small.py']
+_base_ = ['../_base_/datasets/cifar10_heldout.py', '../_base_/search_spaces/cifar_small.py']
 
 custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
@@ -14,6 +14,10 @@ model = dict(
     num_random=2,
     sample_seed=0,
     data_preprocessor={{_base_.data_preprocessor}})
+
+# templates that tools/export_subnet.py fills in with the exported architecture
+subnet_config = 'configs/cifar10/nasbnn-subnet_cifar-small_cifar10.py'
+finetune_config = 'configs/cifar10/nasbnn-finetune_cifar-small_cifar10.py'
 
 max_iters = 1500
 optim_wrapper = dict(

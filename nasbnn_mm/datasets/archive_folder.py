@@ -79,4 +79,7 @@ class ArchiveImageFolder(CustomDataset):
         if not os.path.isdir(os.path.join(root, split)):
             raise FileNotFoundError(f'data: split {split!r} not found in {root} '
                                     f'(found: {", ".join(sorted(os.listdir(root)))})')
+        if ann_file and not os.path.isfile(os.path.join(root, ann_file)):
+            raise FileNotFoundError(f'data: ann_file {ann_file!r} not found in {root}; the held-out split files '
+                                    f'are written by: python tools/split_heldout.py --archive {archive}')
         super().__init__(data_root=root, data_prefix=split, ann_file=ann_file, **kwargs)

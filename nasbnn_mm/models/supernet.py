@@ -101,7 +101,7 @@ class NASBNNSubnet(_NASBNNNet):
     Bi-Transformation matrices (an export folds them into the weights).
 
     Args:
-        arch: preset name (A..F), architecture text or dict.
+        arch: preset name (A..F), architecture text or dict, or 'largest' / 'smallest' of the space.
         search_space: space the architecture is validated against (Table 1 by default).
         out_indices: stages whose outputs are returned (default: last).
         mode: 'binary' (deployment) or 'teacher'.
@@ -112,6 +112,8 @@ class NASBNNSubnet(_NASBNNNet):
                  wn_eps: float = 1e-5, init_cfg=None, wn_unbiased: bool = False):
         super().__init__(init_cfg)
         self.space = SearchSpace.build(search_space)
+        if isinstance(arch, str) and arch.strip().lower() in ('largest', 'smallest'):
+            arch = getattr(self.space, arch.strip().lower())()
         self.arch = self.space.validate(arch)
         if mode not in WEIGHT_MODES:
             raise ValueError(f'mode: {mode!r} not allowed (allowed: {", ".join(WEIGHT_MODES)})')

@@ -1,4 +1,4 @@
-from .checkpoint import (UntrustedCheckpointError, load_checkpoint_file, publish_checkpoint,
+from .checkpoint import (CheckpointMismatchError, UntrustedCheckpointError, load_checkpoint_file, publish_checkpoint,
                          save_checkpoint_file)
 
-__all__ = ['UntrustedCheckpointError', 'load_checkpoint_file', 'save_checkpoint_file', 'publish_checkpoint']
+__all__ = ['CheckpointMismatchError', 'UntrustedCheckpointError', 'load_checkpoint_file', 'save_checkpoint_file', 'publish_checkpoint']

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ['UntrustedCheckpointError', 'load_checkpoint_file', 'save_checkpoint_file', 'publish_checkpoint',
-           'TRUST_HINT', 'atomic_write_text']
+__all__ = ['UntrustedCheckpointError', 'CheckpointMismatchError', 'load_checkpoint_file', 'save_checkpoint_file',
+           'publish_checkpoint', 'TRUST_HINT', 'atomic_write_text']
 
 TRUST_HINT = ('pass --trust-checkpoint (or set trust_checkpoint=True in the config) only if you trust '
               'the file, since full unpickling can run arbitrary code')
@@ -30,6 +30,11 @@ TRUST_HINT = ('pass --trust-checkpoint (or set trust_checkpoint=True in the conf
 
 class UntrustedCheckpointError(pickle.UnpicklingError):
     """A checkpoint that safe loading refuses."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tensors do not fit the model; the one-line message names the first
+    mismatching tensor."""
 
 
 def _offending_global(msg: str) -> str:

@@ -1,0 +1,50 @@
+"""Reading the Pareto front written by the search (``pareto.json``).
+
+Format (``nasbnn_mm.engine.search_loop``)::
+
+    {"front": [{"bin": <OPs bin, M>, "arch": <text>, "ops": <M>, "acc": <score>}, ...],
+     "search_space": <space dict>, "ops_unit": "M", ...}
+
+An entry is selected by its OPs bin (an integer number of M, as printed by the search).
+Pure Python, like the rest of :mod:`nasbnn_mm.space`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from .arch import ArchitectureError
+
+__all__ = ['load_pareto', 'pareto_entry']
+
+
+def load_pareto(path: str) -> dict:
+    """The parsed ``pareto.json``; one-line errors for a missing or malformed file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'pareto: no such file {path!r}')
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ArchitectureError(f'pareto: {path} is not JSON ({e.msg} at char {e.pos})') from None
+    front = data.get('front') if isinstance(data, dict) else None
+    if not isinstance(front, list) or not all(isinstance(r, dict) and 'bin' in r and 'arch' in r for r in front):
+        raise ArchitectureError(f"pareto: {path} has no 'front' list of {{'bin', 'arch', ...}} entries")
+    return data
+
+
+def pareto_entry(path: str, ops: Optional[float]) -> dict:
+    """The front entry of ``path`` whose OPs bin is ``ops`` (M, rounded to an integer)."""
+    data = load_pareto(path)
+    bins = {int(r['bin']): r for r in data['front']}
+    allowed = ', '.join(str(b) for b in sorted(bins)) or 'none'
+    if ops is None:
+        raise ArchitectureError(f'ops: required with pareto={path!r} (allowed bins: {allowed})')
+    try:
+        key = int(round(float(ops)))
+    except (TypeError, ValueError):
+        raise ArchitectureError(f'ops: {ops!r} is not a number (allowed bins: {allowed})') from None
+    if key not in bins:
+        raise ArchitectureError(f'ops: bin {ops!r} not in {path} (allowed bins: {allowed})')
+    return bins[key]

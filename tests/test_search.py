@@ -1,0 +1,120 @@
+"""tools/search.py: bookkeeping of the evolutionary loop, resume equality, kill + resume."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+import torch
+
+from nasbnn_mm.engine.search_loop import _bin
+from nasbnn_mm.space import Architecture, SearchSpace, count_ops
+
+DATA = os.environ.get('NASBNN_DATA', os.path.join('..', 'shared', 'data'))
+CONFIG = 'configs/cifar10/nasbnn-search_cifar-small_cifar10.py'
+pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DATA, 'cifar10_jpg.tar.gz')),
+                                reason=f'shared data missing at {DATA} (set NASBNN_DATA)')
+HELDOUT = '[' + ','.join(str(i) for i in range(0, 500, 10)) + ']'  # 5 images of each class
+SMALL = ['search_cfg.population_size=5', 'search_cfg.num_mutation=2', 'search_cfg.num_crossover=2',
+         'search_cfg.calib_batches=1', f'search_cfg.dataloader.dataset.indices={HELDOUT}',
+         'search_cfg.dataloader.num_workers=0', 'search_cfg.dataloader.persistent_workers=False',
+         'search_cfg.calib_dataloader.num_workers=0', 'search_cfg.calib_dataloader.batch_size=16']
+
+
+@pytest.fixture(scope='module')
+def supernet_ckpt(tmp_path_factory):
+    """A published supernet with trained-looking (non-degenerate) random weights."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import nasbnn_mm  # noqa: F401
+    from nasbnn_mm.registry import MODELS
+    from nasbnn_mm.utils import publish_checkpoint
+    subprocess.run([sys.executable, 'tools/split_heldout.py', '--archive', os.path.join(DATA, 'cifar10_jpg.tar.gz')],
+                   check=True, capture_output=True)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(Config.fromfile(CONFIG).model)
+    with torch.no_grad():  # spread the accuracies a little: non-trivial classifier
+        model.head.fc.weight.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp('supernet') / 'published.pth'
+    publish_checkpoint(model.state_dict(), str(path), dict(search_space=model.backbone.space.to_dict()))
+    return str(path)
+
+
+def _search(ckpt, work, gens, *extra, wait=True):
+    cmd = [sys.executable, 'tools/search.py', CONFIG, ckpt, '--work-dir', str(work), *extra,
+           '--cfg-options', *SMALL, f'search_cfg.max_generations={gens}']
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _front(work):
+    with open(work / 'pareto.json') as f:
+        return json.load(f)['front']
+
+
+def test_bin_is_nearest_multiple():
+    assert _bin(0.051462, 0.02) == 0.06 and _bin(0.049, 0.02) == 0.04
+    assert _bin(21.0, 2) == 22 and _bin(20.99, 2) == 20 and _bin(179.9, 2) == 180
+
+
+def test_search_bookkeeping_and_resume_equality(supernet_ckpt, tmp_path):
+    full = tmp_path / 'full'
+    out = _search(supernet_ckpt, full, 2)
+    assert '[search] gen 2/2' in out.stdout + out.stderr and 'eta' in out.stdout + out.stderr
+    for name in ('pareto.json', 'candidates.json', 'pareto.png', 'search_state.json'):
+        assert (full / name).is_file()
+    sp = SearchSpace.build(CONFIG)
+    cands = json.loads((full / 'candidates.json').read_text())['candidates']
+    texts = [c['arch'] for c in cands]
+    assert len(texts) == len(set(texts)) == 5 + 2 * (2 + 2)  # cache: nothing evaluated twice
+    by_bin = defaultdict(list)
+    for c in cands:
+        arch = sp.validate(c['arch'])
+        assert c['ops'] == pytest.approx(count_ops(arch, 32, 10, space=sp) / 1e6)
+        assert 0.05 <= c['ops'] <= 0.5  # window
+        by_bin[_bin(c['ops'], 0.02)].append(c)
+    assert {c['arch'] for c in cands if c['generation'] == 0} >= {sp.smallest().to_text()}
+    front = _front(full)
+    assert [r['bin'] for r in front] == sorted(by_bin)  # one entry per occupied bin
+    for r in front:
+        assert r['bin'] == _bin(r['ops'], 0.02)
+        assert r['acc'] == max(c['acc'] for c in by_bin[r['bin']])
+
+    # stop after one generation, then resume (more generations): same front as uninterrupted
+    part = tmp_path / 'part'
+    _search(supernet_ckpt, part, 1)
+    assert json.loads((part / 'search_state.json').read_text())['generation'] == 1
+    out = _search(supernet_ckpt, part, 2, '--resume')
+    assert 'resumed after generation 1' in out.stdout + out.stderr
+    assert _front(part) == _front(full)
+
+    # a killed search resumes from its last completed generation and ends with the same front
+    killed = tmp_path / 'killed'
+    proc = _search(supernet_ckpt, killed, 2, wait=False)
+    state = killed / 'search_state.json'
+    deadline = time.time() + 600
+    try:
+        while not state.exists() or json.loads(state.read_text())['generation'] < 1:
+            assert proc.poll() is None, 'search ended before it could be killed'
+            assert time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _search(supernet_ckpt, killed, 2, '--resume')
+    assert _front(killed) == _front(full)
+
+    # changed settings are refused with a one-line error
+    out = subprocess.run([sys.executable, 'tools/search.py', CONFIG, supernet_ckpt, '--work-dir', str(part),
+                          '--resume', '--cfg-options', *SMALL, 'search_cfg.max_generations=2',
+                          'search_cfg.ops_step=0.05'], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and 'ops_step' in out.stderr and out.stderr.count('\n') == 1
