@@ -89,6 +89,29 @@ def test_search_bookkeeping_and_resume_equality(supernet_ckpt, tmp_path):
         assert r['bin'] == _bin(r['ops'], 0.02)
         assert r['acc'] == max(c['acc'] for c in by_bin[r['bin']])
 
+    # export the best front subnet; pipeline 1 (tools/test.py on the static model) gives the
+    # accuracy the search reported for it: same held-out data, same recalibration batches
+    best = max(front, key=lambda r: (r['acc'], -r['ops']))
+    export = tmp_path / 'export'
+    out = subprocess.run([sys.executable, 'tools/export_subnet.py', CONFIG, supernet_ckpt, '--arch',
+                          str(full / 'pareto.json'), '--ops', str(best['bin']), '--out-dir', str(export), '--packed',
+                          '--cfg-options', *SMALL], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = torch.load(export / 'subnet.pth', weights_only=True)['meta']
+    assert meta['arch'] == best['arch'] and meta['calib_batches'] == 1
+    assert (export / 'subnet_packed.pth').is_file() and (export / 'subnet_finetune.py').is_file()
+    heldout_test = ['test_dataloader.dataset.split=train', "test_dataloader.dataset.ann_file=meta/heldout.txt",
+                    f'test_dataloader.dataset.indices={HELDOUT}', 'test_dataloader.num_workers=0',
+                    'test_dataloader.persistent_workers=False', 'test_evaluator.topk=[1]']
+    out = subprocess.run([sys.executable, 'tools/test.py', str(export / 'subnet_test.py'), str(export / 'subnet.pth'),
+                          '--work-dir', str(tmp_path / 'p1'), '--out', str(tmp_path / 'p1.json'),
+                          '--cfg-options', *heldout_test], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / 'p1.json').read_text())['accuracy/top1'] == pytest.approx(best['acc'])
+    bad = subprocess.run([sys.executable, 'tools/export_subnet.py', CONFIG, supernet_ckpt, '--arch',
+                          str(full / 'pareto.json'), '--ops', '7.5'], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and 'bin 7.5 not in' in bad.stderr
+
     # stop after one generation, then resume (more generations): same front as uninterrupted
     part = tmp_path / 'part'
     _search(supernet_ckpt, part, 1)

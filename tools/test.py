@@ -43,6 +43,10 @@ def main(argv=None):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if cfg.get('train_cfg') is None or cfg.get('optim_wrapper') is None:
+        # mmengine wants the train triple all or nothing; a test-only config keeps none of it
+        for k in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+            cfg.pop(k, None)
     if args.trust_checkpoint:
         cfg.trust_checkpoint = True
     cfg.setdefault('runner_type', 'nasbnn.NASBNNRunner')
