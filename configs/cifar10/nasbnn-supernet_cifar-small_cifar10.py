@@ -37,7 +37,8 @@ test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'r
                 ops_img_size=32)
 
 # weights-only checkpoint (work_dir/published.pth) for tools/test.py, the search and the detector
-custom_hooks = [dict(type='nasbnn.PublishCheckpointHook')]
+# DistSyncCheckHook: ranks must train the same subnets and end with the same weights (no-op on 1 process)
+custom_hooks = [dict(type='nasbnn.PublishCheckpointHook'), dict(type='nasbnn.DistSyncCheckHook', interval=50)]
 model_wrapper_cfg = dict(type='nasbnn.SandwichDDP', find_unused_parameters=True)
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

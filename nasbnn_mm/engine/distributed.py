@@ -24,6 +24,9 @@ def init_cpu_dist_if_needed(launcher: str, cfg) -> None:
     if launcher != 'pytorch':
         raise ValueError(f"launcher: {launcher!r} is not supported on CPU (allowed: 'none', 'pytorch')")
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which CPU DDP refuses
+    if not cfg.get('model_wrapper_cfg'):
+        cfg.model_wrapper_cfg = dict(type='nasbnn.SandwichDDP')
     dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']))
 

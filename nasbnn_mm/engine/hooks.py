@@ -11,7 +11,7 @@ from mmengine.model import is_model_wrapper
 from ..registry import HOOKS
 from ..utils.checkpoint import publish_checkpoint
 
-__all__ = ['PublishCheckpointHook']
+__all__ = ['PublishCheckpointHook', 'DistSyncCheckHook']
 
 
 @HOOKS.register_module()
@@ -54,3 +54,51 @@ class PublishCheckpointHook(Hook):
 
     def after_train(self, runner) -> None:
         self._publish(runner, self.filename)
+
+
+@HOOKS.register_module()
+class DistSyncCheckHook(Hook):
+    """Check that distributed ranks stay in lockstep.
+
+    Every ``interval`` iterations all ranks compare the subnets the sandwich rule trained (each
+    rank derives them itself from the seed and the iteration), and at the end of training a
+    digest of every parameter. A mismatch raises on every rank. Costs one small
+    all_gather per check; does nothing in a single process.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 1):
+        self.interval = interval
+
+    @staticmethod
+    def _core(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        from mmengine.dist import all_gather_object, get_world_size
+        core = self._core(runner)
+        if get_world_size() < 2 or not hasattr(core, 'sandwich_archs') or not self.every_n_train_iters(runner, self.interval):
+            return
+        mine = [a.to_text() for _, a in core.sandwich_archs(runner.iter)]
+        everyone = all_gather_object(mine)
+        if any(x != everyone[0] for x in everyone):
+            raise RuntimeError(f'ranks trained different subnets at iteration {runner.iter}: {everyone}')
+
+    def after_train(self, runner) -> None:
+        import hashlib
+
+        import torch
+        from mmengine.dist import all_gather_object, get_world_size
+        if get_world_size() < 2:
+            return
+        h = hashlib.sha1()
+        # parameters only: BN running statistics are per-rank by nature (each rank's data) and
+        # are re-estimated by BN recalibration before any subnet is evaluated
+        for name, t in self._core(runner).named_parameters():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digests = all_gather_object(h.hexdigest())
+        if any(d != digests[0] for d in digests):
+            raise RuntimeError(f'ranks ended training with different weights: {digests}')
+        runner.logger.info(f'DistSyncCheckHook: weights identical on all {len(digests)} ranks (sha1 {digests[0][:12]})')
