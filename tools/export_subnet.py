@@ -65,7 +65,6 @@ def write_config(path: str, base: str, lines: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    import torch
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
 
@@ -133,12 +132,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except Exception as e:  # one-line message for bad input; anything else keeps its traceback
-        from nasbnn_mm.space import ArchitectureError
-        from nasbnn_mm.utils import UntrustedCheckpointError
-        if isinstance(e, (ArchitectureError, UntrustedCheckpointError, FileNotFoundError, ValueError)):
-            print(f'error: {e}', file=sys.stderr)
-            sys.exit(2)
-        raise
+    from nasbnn_mm.utils.cli import run_cli
+    run_cli(main)

@@ -6,43 +6,28 @@
     torchrun --nproc-per-node 8 tools/train.py CONFIG --launcher pytorch   # distributed (gloo on CPU)
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
+
+from nasbnn_mm.utils.cli import add_common_args, load_tool_config, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a NAS-BNN model')
     p.add_argument('config', help='train config file path')
-    p.add_argument('--work-dir', help='the dir to save logs and models')
     p.add_argument('--resume', nargs='?', type=str, const='auto',
                    help='resume from the given checkpoint, or from the latest one in the work dir if omitted')
     p.add_argument('--load-from', help='initialise the model from this checkpoint (safe loading)')
-    p.add_argument('--trust-checkpoint', action='store_true',
-                   help='allow full unpickling of checkpoints from outside the work dir (only for trusted files)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = p.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(p)
+    return p.parse_args(argv)
 
 
 def build_cfg(args):
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args, args.config)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -51,9 +36,6 @@ def build_cfg(args):
         cfg.load_from = args.resume
     if args.load_from:
         cfg.load_from = args.load_from
-    if args.trust_checkpoint:
-        cfg.trust_checkpoint = True
-    cfg.setdefault('runner_type', 'nasbnn.NASBNNRunner')
     return cfg
 
 
@@ -68,12 +50,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except Exception as e:  # one-line message for bad input; anything else keeps its traceback
-        from nasbnn_mm.space import ArchitectureError
-        from nasbnn_mm.utils import CheckpointMismatchError, UntrustedCheckpointError
-        if isinstance(e, (ArchitectureError, UntrustedCheckpointError, CheckpointMismatchError, FileNotFoundError)):
-            print(f'error: {e}', file=sys.stderr)
-            sys.exit(2)
-        raise
+    run_cli(main)

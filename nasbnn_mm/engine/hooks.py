@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os.path as osp
-from typing import Optional
 
 from mmengine.dist import master_only
 from mmengine.hooks import Hook

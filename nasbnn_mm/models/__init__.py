@@ -8,4 +8,5 @@ from .supernet import NASBNNSubnet, NASBNNSupernet
 
 __all__ = ['Stem', 'SeparableBinaryLayer', 'shortcut', 'NASBNNSupernet', 'NASBNNSubnet',
            'SlicedLinearClsHead', 'SandwichClassifier', 'subnet_backbone_state', 'subnet_classifier_state',
-           'build_static_backbone']
+           'build_static_backbone', 'NASBNNDeployedSubnet', 'load_packed', 'pack_classifier', 'pack_subnet',
+           'save_packed', 'unpack_subnet']
