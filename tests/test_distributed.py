@@ -66,3 +66,17 @@ def test_two_process_search_gives_the_single_process_front(tmp_path):
     f2 = json.loads((tmp_path / 'two' / 'pareto.json').read_text())['front']
     assert [r['arch'] for r in f1] == [r['arch'] for r in f2]
     assert [r['acc'] for r in f1] == pytest.approx([r['acc'] for r in f2])
+
+
+def test_two_process_detector_training_step(tmp_path):
+    from test_det import CPU_CONFIG, FAST, _publish_supernet, _randomised_supernet
+    coco = os.path.join(DATA, 'coco_small')
+    if not os.path.isdir(coco):
+        pytest.skip(f'coco_small missing at {coco}')
+    ckpt = _publish_supernet(_randomised_supernet(), tmp_path / 'supernet.pth')
+    out = _torchrun(2, 'tools/train.py', CPU_CONFIG, '--work-dir', str(tmp_path / 'det'), '--cfg-options',
+                    f'model.backbone.init_cfg.checkpoint={ckpt}', *FAST)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    assert 'Iter(train) [2/2]' in log and 'loss_rpn_cls' in log
+    assert (tmp_path / 'det' / 'published.pth').is_file()

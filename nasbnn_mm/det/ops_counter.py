@@ -16,7 +16,7 @@ Detection OPs = backbone OPs + neck FLOPs + RPN FLOPs + RoI-head FLOPs.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 from ..space import ArchitectureError, profile_arch
 from .backbone import DEFAULT_OUT_INDICES, _det_out_indices, resolve_backbone_arch

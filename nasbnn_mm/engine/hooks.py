@@ -41,7 +41,8 @@ class PublishCheckpointHook(Hook):
         backbone = getattr(model, 'backbone', None)
         if backbone is not None and hasattr(backbone, 'space'):
             meta['search_space'] = backbone.space.to_dict()
-        if backbone is not None and type(backbone).__name__ == 'NASBNNSubnet':
+        from ..models import NASBNNSubnet  # subclasses too (e.g. the detection backbone)
+        if isinstance(backbone, NASBNNSubnet):
             meta['arch'] = backbone.arch.to_text()
         path = publish_checkpoint(model.state_dict(), osp.join(runner.work_dir, name), meta)
         runner.logger.info(f'Published weights-only checkpoint {path}')
