@@ -114,7 +114,7 @@ def test_inherited_backbone_equals_supernet_features(tmp_path, seed):
     ckpt = _publish_supernet(sn, tmp_path / 'published.pth')
     import random
     arch = SMALL_SPACE.sample(random.Random(seed))
-    bb = MODELS.build(dict(type='NASBNNDetBackbone', arch=arch.to_text(), search_space=SMALL_SPACE.to_dict(),
+    bb = MODELS.build(dict(type='mmdet.NASBNNDetBackbone', arch=arch.to_text(), search_space=SMALL_SPACE.to_dict(),
                            init_cfg=dict(type='nasbnn.InheritFromSupernet', checkpoint=ckpt)))
     bb.init_weights()
     bb.eval()
