@@ -6,10 +6,12 @@ The same classes build the supernet (sized for the largest choices) and a static
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ..ops import BINARY, LSQConv2d, RPReLU, RSign, SharedBinaryConv2d, SlicedBatchNorm2d
 
@@ -42,6 +44,7 @@ class _AddTiled(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         c, out = ctx.c, grad.shape[1]
         gx = None
@@ -66,6 +69,34 @@ def _add_shortcut_(y: torch.Tensor, x: torch.Tensor, stride: int) -> torch.Tenso
     return _AddTiled.apply(y, x)
 
 
+def _plain(*modules) -> bool:
+    """True when the modules are exactly our BN / RPReLU and no forward hooks could observe
+    their (fused-away) intermediate outputs."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return False
+    return all(not (m._forward_hooks or m._forward_pre_hooks) for m in modules)
+
+
+def _bn_rprelu(bn: nn.Module, act: nn.Module, y: torch.Tensor, res: Optional[torch.Tensor] = None,
+               stride: int = 1) -> torch.Tensor:
+    """``act(bn(y) + shortcut(res, C, stride))`` (no shortcut when ``res`` is None).
+
+    Fast path: the RPReLU's input bias is folded into the BN's shift (one pass fewer forward,
+    one gradient reduction fewer backward) and the shortcut is added in place into the fresh
+    BN output. Same arithmetic up to float rounding (the bias add is reassociated)."""
+    if (type(bn) is SlicedBatchNorm2d and type(act) is RPReLU and bn.affine and _plain(bn, act)):
+        c = y.shape[1]
+        b1 = act.bias_in if c == act.bias_in.numel() else act.bias_in[:c]
+        z = bn._sliced_forward(y, b1)
+        if res is not None:
+            z = _add_shortcut_(z, res, stride)
+        return act._forward_shifted(z)
+    z = bn(y)
+    if res is not None:
+        z = z + shortcut(res, z.shape[1], stride)
+    return act(z)
+
+
 class Stem(nn.Module):
     """3x3 conv with 8-bit LSQ weights on the full-precision image, then BN and RPReLU."""
 
@@ -76,7 +107,11 @@ class Stem(nn.Module):
         self.act = RPReLU(max_width)
 
     def forward(self, x: torch.Tensor, width: int) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x, width)))
+        if x.dim() == 4:
+            # NHWC from here on: oneDNN's convolutions run 10-15% faster on CPU without
+            # layout reorders, and every other op of the network keeps the layout
+            x = x.contiguous(memory_format=torch.channels_last)
+        return _bn_rprelu(self.bn, self.act, self.conv(x, width))
 
 
 class SeparableBinaryLayer(nn.Module):
@@ -98,7 +133,7 @@ class SeparableBinaryLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, width: int, kernel: int, groups: int, mode: str = BINARY):
         c = x.shape[1]
-        y = self.bn1(self.conv_kxk(self.sign1(x), c, kernel, groups, self.stride, mode))
-        y = self.act1(_add_shortcut_(y, x, self.stride))
-        z = self.bn2(self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode))
-        return self.act2(_add_shortcut_(z, y, 1))
+        y = self.conv_kxk(self.sign1(x), c, kernel, groups, self.stride, mode)
+        y = _bn_rprelu(self.bn1, self.act1, y, x, self.stride)
+        z = self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode)
+        return _bn_rprelu(self.bn2, self.act2, z, y, 1)

@@ -4,7 +4,7 @@ The activation modules hold parameters for the largest channel count a position 
 and use the first ``C`` entries for an input with ``C`` channels, so the same module serves
 the supernet (any width) and a static subnet (one width).
 
-Speed notes (CPU training is dominated by element-wise passes over activations): every
+Speed notes (element-wise passes over activations are a large share of CPU training time): every
 operator here is one autograd Function with a hand-written backward that keeps the number
 of full-size passes and temporaries minimal; the numerics are those of the plain formulas
 (see tests/test_ops_fused.py, which checks each against plain autograd):
@@ -15,13 +15,16 @@ of full-size passes and temporaries minimal; the numerics are those of the plain
 * The weight STE ``g * (|w| <= 1)`` is one pass (``hardtanh_backward`` with the bound moved to
   the next float above 1, which keeps ``|w| == 1`` inside), with no bool/float mask tensors.
 * RSign fuses the bias add, the sign and the bias gradient; RPReLU fuses ``prelu(x + b1) + b2``
-  and returns all four gradients from one PReLU backward kernel.
+  and computes its backward from vectorized kernels (aten's PReLU backward is scalar code,
+  several times slower on CPU); ``RPReLU._forward_shifted`` lets a caller fold ``b1`` into a
+  preceding BN's shift (see models/blocks.py).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = ['approx_sign', 'sign_ste', 'RSign', 'RPReLU']
 
@@ -52,6 +55,7 @@ class _ApproxSign(torch.autograd.Function):
         return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, s = ctx.saved_tensors
         return _approx_sign_grad(grad, x, s)
@@ -66,6 +70,7 @@ class _SignSTE(torch.autograd.Function):
         return torch.sign(w)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         w, = ctx.saved_tensors
         return _clipped_ste_grad(grad, w)
@@ -90,6 +95,7 @@ class _RSignFn(torch.autograd.Function):
         return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         u, s = ctx.saved_tensors
         gu = _approx_sign_grad(grad, u, s)
@@ -98,32 +104,39 @@ class _RSignFn(torch.autograd.Function):
 
 
 class _RPReLUFn(torch.autograd.Function):
-    """prelu(x + b1, a) + b2 with per-channel b1, a, b2."""
+    """prelu(x + b1, a) + b2 with per-channel b1, a, b2; ``b1=None``: x already holds x + b1
+    (the bias was folded into the preceding BN's shift)."""
 
     @staticmethod
     def forward(ctx, x, b1, a, b2):
         nd = x.dim()
-        z = torch.add(x, _channel_view(b1, nd))
+        z = x if b1 is None else torch.add(x, _channel_view(b1, nd))
         y = F.prelu(z, a)
         y.add_(_channel_view(b2, nd))
         ctx.save_for_backward(z, a)
         return y
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         z, a = ctx.saved_tensors
         dims = _reduce_dims(grad.dim())
         need_x, need_b1, need_a, need_b2 = ctx.needs_input_grad
         gz = ga = gb1 = gb2 = None
-        if need_x or need_b1 or need_a:
-            gz, ga_full = torch.ops.aten._prelu_kernel_backward(grad, z, _channel_view(a, z.dim()))
-            if need_a:
-                ga = ga_full.sum(dims)
-            del ga_full
-            if need_b1:
-                gb1 = gz.sum(dims)
         if need_b2:
             gb2 = grad.sum(dims)
+        if need_x or need_b1 or need_a:
+            # PReLU backward from vectorized kernels (aten's prelu backward is scalar code):
+            # t = grad * [z > 0], t2 = grad - t = grad * [z <= 0] (both exact), then
+            # dz = t + a * t2 (exactly grad or a * grad) and da = sum(t2 * z).
+            t = torch.ops.aten.threshold_backward(grad, z, 0)
+            t2 = torch.sub(grad, t)
+            gz = t.addcmul_(t2, _channel_view(a, z.dim()))
+            if need_a:
+                ga = t2.mul_(z).sum(dims)
+            del t2
+            if need_b1:
+                gb1 = gz.sum(dims)
         return (gz if need_x else None), gb1, ga, gb2
 
 
@@ -165,6 +178,14 @@ class RPReLU(nn.Module):
         if c == self.slope.numel():
             return _RPReLUFn.apply(x, self.bias_in, self.slope, self.bias_out)
         return _RPReLUFn.apply(x, self.bias_in[:c], self.slope[:c], self.bias_out[:c])
+
+    def _forward_shifted(self, z: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for ``z = x + bias_in`` computed by the caller (e.g. folded into the
+        preceding BN's shift); ``bias_in`` then gets its gradient through that computation."""
+        c = z.shape[1]
+        if c == self.slope.numel():
+            return _RPReLUFn.apply(z, None, self.slope, self.bias_out)
+        return _RPReLUFn.apply(z, None, self.slope[:c], self.bias_out[:c])
 
     def extra_repr(self) -> str:
         return f'{self.slope.numel()}'

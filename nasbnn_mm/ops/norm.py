@@ -11,9 +11,14 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
     running statistics of those channels are updated in place)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.num_features:
+        if x.shape[1] == self.num_features:
             return super().forward(x)
+        return self._sliced_forward(x)
+
+    def _sliced_forward(self, x: torch.Tensor, bias_shift=None) -> torch.Tensor:
+        """BN over the first C channels; ``bias_shift`` (C,), if given, is added to the affine
+        bias, i.e. BN(x) + bias_shift in one pass (the running statistics do not depend on it)."""
+        c = x.shape[1]
         self._check_input_dim(x)
         if self.momentum is None:
             factor = 0.0
@@ -24,9 +29,18 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
+        full = c == self.num_features
+        weight = bias = None
+        if self.affine:
+            weight = self.weight if full else self.weight[:c]
+            bias = self.bias if full else self.bias[:c]
+            if bias_shift is not None:
+                bias = bias + bias_shift
+        elif bias_shift is not None:
+            raise ValueError('bias_shift needs an affine BN')
+        keep_stats = not self.training or self.track_running_stats
         return F.batch_norm(
             x,
-            self.running_mean[:c] if (not self.training or self.track_running_stats) else None,
-            self.running_var[:c] if (not self.training or self.track_running_stats) else None,
-            self.weight[:c] if self.affine else None, self.bias[:c] if self.affine else None,
-            use_batch, factor, self.eps)
+            (self.running_mean if full else self.running_mean[:c]) if keep_stats else None,
+            (self.running_var if full else self.running_var[:c]) if keep_stats else None,
+            weight, bias, use_batch, factor, self.eps)
