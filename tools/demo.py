@@ -60,7 +60,7 @@ class Demo:
         self.env = dict(os.environ, NASBNN_DATA=self.data)
 
     def say(self, msg):
-        print(f'[demo {time.strftime("%M:%S", time.gmtime(time.time() - self.t0))}] {msg}', flush=True)
+        print(f'[demo {time.strftime("%H:%M:%S", time.gmtime(time.time() - self.t0))}] {msg}', flush=True)
 
     def run(self, name, cmd):
         """Run one tool, streaming its progress lines; the whole output goes to logs/<name>.log."""
