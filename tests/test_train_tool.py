@@ -27,10 +27,10 @@ def test_train_kill_resume(tmp_path):
     proc = subprocess.Popen(_train(work, '--cfg-options', *FAST, 'train_cfg.max_iters=1000'),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + 900  # generous: a loaded 2-core machine starts slowly
         while not (work / 'iter_4.pth').exists():
             assert proc.poll() is None, 'training died before its first checkpoints'
-            assert time.time() < deadline, 'no checkpoint after 300 s'
+            assert time.time() < deadline, "no checkpoint after 900 s"
             time.sleep(0.2)
         time.sleep(0.5)  # let the rename finish; the kill may land mid-iteration
     finally:
