@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from nasbnn_mm.models import NASBNNSupernet, SeparableBinaryLayer
 from nasbnn_mm.models.blocks import _add_shortcut_
-from nasbnn_mm.ops import (BINARY, TEACHER, RPReLU, RSign, SlicedBatchNorm2d, approx_sign, binarize_weight,
-                           normalize_weight, sign_ste)
+from nasbnn_mm.ops import (BINARY, TEACHER, RPReLU, RSign, SharedBinaryConv2d, SlicedBatchNorm2d, approx_sign,
+                           binarize_weight, normalize_weight, sign_ste)
 from nasbnn_mm.ops.dynamic_conv import normalize_binarize_weight
 
 SMALL_SPACE = 'configs/_base_/search_spaces/cifar_small.py'
@@ -246,6 +246,23 @@ def test_weight_normalization_non_contiguous_slice():
     r, (rg,) = grads_of(lambda t: ref_binarize(ref_normalize(t[:5, :4])), base)
     assert_close(out, r, torch.float64)
     assert_close(g, rg, torch.float64)
+
+
+@pytest.mark.parametrize('max_in,groups,c', [(48, (2, 4), 32), (48, (2, 4), 48), (96, (4, 8), 64),
+                                              (96, (4, 8), 48), (24, (1, 2), 24)])
+def test_group_slicing_matches_reference(max_in, groups, c):
+    """Column-block selection (incl. the diagonal-view path and R = 3 cycles) and its gradient."""
+    conv = SharedBinaryConv2d(max_in, max_in, (3, 5), groups).double()
+    for g in groups:
+        for k in (3, 5):
+            out, grads = [], []
+            for fn in (conv.latent_weight, lambda *a: ref_latent(conv, *a)):
+                conv.zero_grad(set_to_none=True)
+                w = fn(c, c, k, g)
+                w.backward(torch.arange(w.numel(), dtype=w.dtype).view_as(w))
+                out.append(w.detach())
+                grads.append(conv.weight.grad)
+            assert torch.equal(out[0], out[1]) and torch.equal(grads[0], grads[1])
 
 
 # ----------------------------------------------------------------------------- BN fold and shortcut

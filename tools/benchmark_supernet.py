@@ -383,6 +383,10 @@ def main(argv=None):
         o, t = results['ours'], results['theirs']
         print(f"ours vs theirs: {o['img_s']:.3f} vs {t['img_s']:.3f} img/s (x{o['img_s'] / t['img_s']:.2f}), "
               f"peak memory {o['peak_timed_mib']:.0f} vs {t['peak_timed_mib']:.0f} MiB")
+        to, tt = sum(o['times'][args.warmup:]), sum(t['times'][args.warmup:])
+        ratios = ', '.join(f'{b / a:.2f}' for a, b in zip(o['times'][args.warmup:], t['times'][args.warmup:]))
+        print(f"  all timed steps together: {args.batch * args.steps / to:.3f} vs {args.batch * args.steps / tt:.3f} "
+              f"img/s (x{tt / to:.2f}); per step (same subnets): x{ratios}")
     o = results['ours']
     print(f"{o['img_s']:.3f} img/s, peak memory {o['peak_timed_mib']:.0f} MiB")
 

@@ -39,59 +39,81 @@ BINARY, TEACHER = 'binary', 'teacher'
 WEIGHT_MODES = (BINARY, TEACHER)
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(R, ...) -> (R, N) in memory order: a view for contiguous and channels_last tensors.
+    Two tensors of the same layout give element-wise matching rows."""
+    if not t.is_contiguous() and t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(t.shape[0], -1)
+
+
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-row (dim 0) dot product of two same-shape tensors, without an a*b temporary."""
+    """Per-row (dim 0) dot product of two same-shape, same-layout tensors, without an a*b
+    temporary."""
     r = a.shape[0]
-    return torch.bmm(a.reshape(r, 1, -1), b.reshape(r, -1, 1)).view(r, *([1] * (a.dim() - 1)))
+    return torch.bmm(_rows(a).unsqueeze(1), _rows(b).unsqueeze(2)).view(r, *([1] * (a.dim() - 1)))
+
+
+def _layout(x: torch.Tensor):
+    """The memory format of an activation tensor: channels_last or contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class _WeightNorm(torch.autograd.Function):
     """Channel-wise weight normalization, optionally followed by alpha * sign(.) (binary),
     as one Function with a hand-written backward.
 
-    Forward: the plain formulas; the biased variance and alpha are reduced with float64
-    accumulators (no Welford kernel, no |w_n| temporary). Backward, with h the gradient reaching
+    Forward: the plain formulas (the biased variance as a two-pass mean / 2-norm, no Welford
+    kernel; no temporaries besides the result). Backward, with h the gradient reaching
     w_n (binary: alpha * STE-masked incoming gradient) and D the variance divisor (N or N-1):
     dL/dw = rstd * (h - mean(h) - w_n * sum(h * w_n) / D), as two row reductions and two fused
-    multiply-adds. Only the normalized weight and per-row scalars are saved."""
+    multiply-adds. Only the normalized weight and per-row scalars are saved.
+
+    ``memory_format``: layout of the result (channels_last for a convolution on channels_last
+    activations, which would otherwise convert the weight in forward and backward and the
+    gradient back); the gradient is returned in the layout of ``w``. The conversions happen
+    inside the subtraction (forward) and the first multiply-add (backward)."""
 
     @staticmethod
-    def forward(ctx, w, eps, unbiased, binary):
+    def forward(ctx, w, eps, unbiased, binary, memory_format=torch.contiguous_format):
         dims = tuple(range(1, w.dim()))
         n = w[0].numel()
+        if w.dim() != 4:
+            memory_format = torch.contiguous_format
+        ctx.in_format = _layout(w)
+        mean = w.mean(dim=dims, keepdim=True)
+        w_n = torch.empty_like(w, memory_format=memory_format)
+        torch.sub(w, mean, out=w_n)
         if unbiased:  # the authors' arithmetic: (W - mean) / W.std()
-            mean = w.mean(dim=dims, keepdim=True)
             std = (w.std(dim=dims, keepdim=True) if eps == 0
                    else torch.sqrt(w.var(dim=dims, keepdim=True) + eps))
-            w_n = (w - mean).div_(std)
+            w_n.div_(std)
             rstd = std.reciprocal()
             ctx.divisor = n - 1
         else:
-            # two-pass variance: mean, then the centred values' squared norm accumulated in
-            # float64 (4x faster than var_mean's Welford kernel on CPU, and at least as exact)
-            mean = w.mean(dim=dims, keepdim=True)
-            w_n = w - mean
-            sq = torch.linalg.vector_norm(w_n, 2, dim=dims, keepdim=True, dtype=torch.float64)
-            rstd = torch.rsqrt(sq.square_().div_(n).add_(eps)).to(w.dtype)
+            # two-pass variance: mean, then the centred values' 2-norm (several times faster
+            # than var_mean's Welford kernel on CPU; relative error ~1e-7)
+            sq = torch.linalg.vector_norm(w_n, 2, dim=dims, keepdim=True)
+            rstd = torch.rsqrt(sq.square_().div_(n).add_(eps))
             w_n.mul_(rstd)
             ctx.divisor = n
         ctx.n, ctx.binary = n, binary
         if not binary:
             ctx.save_for_backward(w_n, rstd)
             return w_n
-        # alpha = mean |w_n| per output channel (a constant for autograd): one reduction with a
-        # float64 accumulator, no |w_n| temporary
-        alpha = torch.linalg.vector_norm(w_n, 1, dim=dims, keepdim=True, dtype=torch.float64)
-        alpha = alpha.div_(n).to(w.dtype)
+        # alpha = mean |w_n| per output channel (a constant for autograd), computed in the
+        # output buffer (|w_n| first, then overwritten by sign(w_n)): no extra temporary
+        out = torch.abs(w_n)
+        alpha = out.mean(dim=dims, keepdim=True)
+        torch.sign(w_n, out=out)
         ctx.save_for_backward(w_n, rstd, alpha)
-        return torch.sign(w_n).mul_(alpha)
+        return out.mul_(alpha)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        # the convolution returns its weight gradient in the activations' layout (channels_last);
-        # one conversion here instead of implicit copies in every reshape below and upstream
-        grad = grad.contiguous()
         if ctx.binary:
             w_n, rstd, alpha = ctx.saved_tensors
             h = _clipped_ste_grad(grad, w_n)  # STE: d sign(w_n) / d w_n = 1 for |w_n| <= 1
@@ -100,12 +122,15 @@ class _WeightNorm(torch.autograd.Function):
             w_n, rstd = ctx.saved_tensors
             h = grad
             scale = rstd
+        if h.stride() != w_n.stride():  # _rowdot pairs elements in memory order
+            h = h.contiguous(memory_format=_layout(w_n))
         dims = tuple(range(1, h.dim()))
         s1 = h.sum(dim=dims, keepdim=True)
         s2 = _rowdot(h, w_n)
-        out = torch.addcmul(s1.mul_(scale).div_(-ctx.n), h, scale)
+        out = torch.empty_like(w_n, memory_format=ctx.in_format)
+        torch.addcmul(s1.mul_(scale).div_(-ctx.n), h, scale, out=out)
         out.addcmul_(w_n, s2.mul_(scale).div_(-ctx.divisor))
-        return out, None, None, None
+        return out, None, None, None, None
 
 
 def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
@@ -163,6 +188,12 @@ class SharedBinaryConv2d(nn.Module):
             R = min(c_in, self.in_cols) // sub
             if R <= 1:
                 w = w if sub == w.shape[1] else w[:, :sub]
+            elif groups % R == 0:
+                # group a*R + r reads column block r: the (r, r) diagonal of a view, copied once;
+                # its backward is a strided copy (no index_put accumulation)
+                per = c_out // groups
+                blocks = w[:, :R * sub].reshape(groups // R, R, per, R, sub, *w.shape[2:])
+                w = torch.diagonal(blocks, dim1=1, dim2=3).movedim(-1, 1).reshape(c_out, sub, *w.shape[2:])
             else:
                 per = c_out // groups
                 idx = torch.arange(groups, device=w.device)
@@ -183,15 +214,20 @@ class SharedBinaryConv2d(nn.Module):
         return latent
 
     def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY):
+        return self._effective_weight(c_in, c_out, kernel, groups, mode, torch.contiguous_format)
+
+    def _effective_weight(self, c_in, c_out, kernel, groups, mode, memory_format):
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
-        if mode == BINARY:
-            return normalize_binarize_weight(w, self.wn_eps, self.wn_unbiased)
-        return normalize_weight(w, self.wn_eps, self.wn_unbiased)
+        return _WeightNorm.apply(w, self.wn_eps, self.wn_unbiased, mode == BINARY, memory_format)
 
     def forward(self, x: torch.Tensor, c_out: int, kernel: Optional[int] = None, groups: int = 1,
                 stride: int = 1, mode: str = BINARY) -> torch.Tensor:
         kernel = self.max_kernel if kernel is None else kernel
-        w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
+        if type(self).effective_weight is SharedBinaryConv2d.effective_weight:
+            # the kernel in the activations' layout: no weight conversions inside the convolution
+            w = self._effective_weight(x.shape[1], c_out, kernel, groups, mode, _layout(x))
+        else:  # a subclass that defines its own kernel (e.g. a deployed, packed conv)
+            w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
         return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 
     def extra_repr(self) -> str:
