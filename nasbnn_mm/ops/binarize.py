@@ -26,6 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 __all__ = ['approx_sign', 'sign_ste', 'RSign', 'RPReLU']
 
 
@@ -37,6 +39,14 @@ def _channel_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
 def _reduce_dims(ndim: int):
     """All dims but the channel dim 1."""
     return [0] + list(range(2, ndim))
+
+
+def _native_for(x: torch.Tensor, *params: torch.Tensor):
+    """The native kernels (ops/native.py) where they apply to activation ``x`` with per-channel
+    float32 ``params``; None means: use the ATen reference path below."""
+    if not native.supports(x) or any(p.dtype != torch.float32 or p.device.type != 'cpu' for p in params):
+        return None
+    return native.native_ops()
 
 
 def _approx_sign_grad(grad: torch.Tensor, u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -88,6 +98,14 @@ class _RSignFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, b):
+        ops = _native_for(x, b)
+        ctx.native = ops is not None
+        if ctx.native:
+            # the native backward recomputes u = x + b from x (alive anyway: the previous
+            # layer's output): no u tensor is allocated or kept
+            s = ops.rsign_forward(x, b)
+            ctx.save_for_backward(x, b)
+            return s
         u = torch.add(x, _channel_view(b, x.dim()))
         s = torch.sign(u)
         # s is also what the next convolution saves, so keeping it costs no memory
@@ -97,9 +115,19 @@ class _RSignFn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        u, s = ctx.saved_tensors
+        need_b = ctx.needs_input_grad[1]
+        if ctx.native:
+            x, b = ctx.saved_tensors
+            ops = _native_for(grad)
+            if ops is not None:
+                gx, gb = ops.rsign_backward(grad, x, b, need_b)
+                return gx, (gb if need_b else None)
+            u = torch.add(x, _channel_view(b, x.dim()))  # grad not float32 / CPU: reference path
+            s = torch.sign(u)
+        else:
+            u, s = ctx.saved_tensors
         gu = _approx_sign_grad(grad, u, s)
-        gb = gu.sum(_reduce_dims(gu.dim())) if ctx.needs_input_grad[1] else None
+        gb = gu.sum(_reduce_dims(gu.dim())) if need_b else None
         return gu, gb
 
 
@@ -109,10 +137,16 @@ class _RPReLUFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, b1, a, b2):
-        nd = x.dim()
-        z = x if b1 is None else torch.add(x, _channel_view(b1, nd))
-        y = F.prelu(z, a)
-        y.add_(_channel_view(b2, nd))
+        ops = _native_for(x, a, b2, *(() if b1 is None else (b1,)))
+        if ops is not None:
+            z, y = ops.rprelu_forward(x, b1, a, b2)
+            z = x if b1 is None else z
+        else:
+            nd = x.dim()
+            z = x if b1 is None else torch.add(x, _channel_view(b1, nd))
+            y = F.prelu(z, a)
+            y.add_(_channel_view(b2, nd))
+        ctx.native = ops is not None
         ctx.save_for_backward(z, a)
         return y
 
@@ -120,8 +154,13 @@ class _RPReLUFn(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         z, a = ctx.saved_tensors
-        dims = _reduce_dims(grad.dim())
         need_x, need_b1, need_a, need_b2 = ctx.needs_input_grad
+        ops = _native_for(grad) if ctx.native else None
+        if ops is not None:
+            gz, gb1, ga, gb2 = ops.rprelu_backward(grad, z, a, need_x, need_b1, need_a, need_b2)
+            return ((gz if need_x else None), (gb1 if need_b1 else None), (ga if need_a else None),
+                    (gb2 if need_b2 else None))
+        dims = _reduce_dims(grad.dim())
         gz = ga = gb1 = gb2 = None
         if need_b2:
             gb2 = grad.sum(dims)
