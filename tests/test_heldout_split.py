@@ -155,3 +155,19 @@ def test_real_cifar10_archive(tmp_path):
     assert held[0][0].startswith('airplane/') and held[0][1] == '0'
     sample = ds[0]
     assert tuple(sample['inputs'].shape) == (3, 32, 32) and sample['data_samples'].gt_label.item() == 0
+
+
+def test_cpu_supernet_never_trains_on_the_searchs_heldout_images():
+    """As the authors: the supernet's training set is the training set minus the held-out images
+    that the search scores candidates on (the session fixture wrote the split into the cache)."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from nasbnn_mm.registry import DATASETS
+    search = Config.fromfile(os.path.join(ROOT, 'configs/cifar10/nasbnn-search_cifar-small_cifar10.py'))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        train = DATASETS.build(dict(search.train_dataloader.dataset, lazy_init=True)).load_data_list()
+        held = DATASETS.build(dict(search.search_cfg.dataloader.dataset, lazy_init=True)).load_data_list()
+    train_paths, held_paths = {d['img_path'] for d in train}, {d['img_path'] for d in held}
+    assert (len(train_paths), len(held_paths)) == (49500, 500)
+    assert not train_paths & held_paths

@@ -15,6 +15,10 @@ model = dict(
     sample_seed=0,
     data_preprocessor={{_base_.data_preprocessor}})
 
+# As the authors: the supernet never sees the images the search scores candidates on; it trains
+# on the training set minus the held-out split (tools/split_heldout.py writes both lists).
+train_dataloader = dict(dataset=dict(ann_file={{_base_.calib_ann_file}}))
+
 # templates that tools/export_subnet.py fills in with the exported architecture
 subnet_config = 'configs/cifar10/nasbnn-subnet_cifar-small_cifar10.py'
 finetune_config = 'configs/cifar10/nasbnn-finetune_cifar-small_cifar10.py'

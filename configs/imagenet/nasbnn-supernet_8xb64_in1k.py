@@ -6,8 +6,9 @@
 # the public checkpoint. Override with --cfg-options optim_wrapper.optimizer.lr=5e-4.
 #
 # Data: mmpretrain's ImageNet layout under data/imagenet (train/<wnid>/*.JPEG, val + meta/val.txt).
-# The authors train the supernet on the train set minus the 50-images-per-class split that the
-# search scores candidates on: point `train_dataloader.dataset.ann_file` at that remainder.
+# As the authors, the supernet trains on the train set minus the 50-images-per-class split that the
+# search scores candidates on: write both lists first with
+#   python tools/split_heldout.py data/imagenet --per-class 50 --seed 0   (-> meta/train_minus_heldout.txt)
 _base_ = ['../_base_/search_spaces/table1.py']
 
 custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
@@ -42,7 +43,7 @@ train_dataloader = dict(
     batch_size=64, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(type='mmpretrain.ImageNet', data_root=data_root, data_prefix='train',
-                 ann_file='', pipeline=train_pipeline))
+                 ann_file='meta/train_minus_heldout.txt', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=64, num_workers=8, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
