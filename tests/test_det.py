@@ -349,3 +349,18 @@ def test_config_metric_equals_pycocotools_on_nontrivial_predictions(tmp_path):
     assert 0.05 < ev.stats[0] < 0.9
     for i, k in enumerate(['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']):
         assert got[f'coco/bbox_{k}'] == pytest.approx(ev.stats[i], abs=5e-4)
+
+
+def test_tools_recompute_fpn_channels_after_an_arch_override():
+    """--cfg-options model.backbone.arch=A on the NAS-BNN-D detector config: the FPN follows."""
+    import argparse
+
+    from nasbnn_mm.utils.cli import load_tool_config
+    args = argparse.Namespace(cfg_options={'model.backbone.arch': 'A'}, work_dir=None, trust_checkpoint=False,
+                              launcher='none', local_rank=0)
+    cfg = load_tool_config(args, 'configs/coco/faster-rcnn_nasbnn-d_fpn_1x_coco.py')
+    assert cfg.model.backbone.arch == 'A'
+    assert list(cfg.model.neck.in_channels) == fpn_in_channels(arch='A') != fpn_in_channels(arch='D')
+    args.cfg_options = None  # unchanged config: untouched
+    cfg = load_tool_config(args, 'configs/coco/faster-rcnn_nasbnn-d_fpn_1x_coco.py')
+    assert list(cfg.model.neck.in_channels) == fpn_in_channels(arch='D')

@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--data', default=os.environ.get('NASBNN_DATA', osp.join('..', 'shared', 'data')),
                    help='folder with cifar10_jpg.tar.gz and coco_small/ (default $NASBNN_DATA or ../shared/data)')
-    p.add_argument('--supernet-iters', type=int, default=800)
+    p.add_argument('--supernet-iters', type=int, default=1500)
     p.add_argument('--population', type=int, default=16)
     p.add_argument('--generations', type=int, default=3)
     p.add_argument('--finetune-iters', type=int, default=300)
@@ -215,6 +215,37 @@ class Demo:
         best['det_bbox_mAP_50'] = det.get('coco/bbox_mAP_50')
         self.write_summary(rows, det)
 
+    def _log(self, name):
+        path = osp.join(self.logs, f'{name}.log')
+        if not osp.isfile(path):
+            return ''
+        with open(path, errors='replace') as f:
+            return f.read()
+
+    def learning_evidence(self, det):
+        """What shows that the stages learn: training loss first -> last logged iteration, the
+        supernet's largest/smallest subnets on the test set against chance, the detector's mAP."""
+        ev = {}
+        for name in ('supernet', 'detector_train'):
+            losses = [float(m.group(1)) for m in _TRAIN_LOSS.finditer(self._log(name))]
+            if losses:
+                ev[name] = dict(loss_first=losses[0], loss_last=losses[-1])
+        for m in _SUBNET_VAL.finditer(self._log('supernet')):
+            ev.setdefault('supernet', {})[f'{m.group(1)}_test_top1'] = float(m.group(3))
+        lines = []
+        sn = ev.get('supernet', {})
+        if 'loss_first' in sn:
+            lines.append(f"* supernet ({self.args.supernet_iters} iterations): summed sandwich loss "
+                         f"{sn['loss_first']:.2f} -> {sn['loss_last']:.2f}"
+                         + (f"; CIFAR-10 test top-1 of the largest subnet {sn['largest_test_top1']:.2f} %, smallest "
+                            f"{sn['smallest_test_top1']:.2f} % (chance 10 %)" if 'smallest_test_top1' in sn else ''))
+        dt = ev.get('detector_train', {})
+        if 'loss_first' in dt:
+            lines.append(f"* detector ({self.args.det_iters} iterations, class `{self.args.det_class}`): loss "
+                         f"{dt['loss_first']:.2f} -> {dt['loss_last']:.2f}; coco_small val bbox mAP "
+                         f"{det.get('coco/bbox_mAP', float('nan')):.3f}, mAP@50 {det.get('coco/bbox_mAP_50', float('nan')):.3f}")
+        return ev, lines
+
     def write_summary(self, rows, det):
         from nasbnn_mm.utils.checkpoint import atomic_write_text
         lines = ['| subnet | OPs (M) | search top-1 (held-out) | pipeline 1 top-1 | pipeline 2 top-1 | detector bbox mAP '
@@ -223,13 +254,21 @@ class Demo:
             m = r.get('det_bbox_mAP')
             lines.append(f'| `{r["arch"]}` | {r["ops_m"]:.3f} | {r["search_heldout_top1"]:.2f} | {r["p1_top1"]:.2f} | '
                          f'{r["p2_top1"]:.2f} | {"—" if m is None else f"{m:.3f}"} |')
+        evidence, ev_lines = self.learning_evidence(det)
         wall = time.time() - self.t0
-        text = '\n'.join(['# NAS-BNN demo summary', '', *lines, '',
+        text = '\n'.join(['# NAS-BNN demo summary', '', *lines, '', *ev_lines, '',
                           f'Wall time of this run: {wall / 60:.1f} min. Pareto plot: pareto.png. Logs: logs/.', ''])
         atomic_write_text(osp.join(self.wd, 'summary.md'), text)
         atomic_write_text(osp.join(self.wd, 'summary.json'), json.dumps(dict(rows=rows, detector=det,
-                                                                              wall_s=wall), indent=1))
+                                                                              learning=evidence, wall_s=wall),
+                                                                         indent=1))
         print(text)
+
+
+# total loss of a logged training iteration ("... loss: 7.66  loss_rpn_cls: ..."), and the supernet's
+# per-subnet test accuracy lines of nasbnn.SubnetValLoop
+_TRAIN_LOSS = re.compile(r'Iter\(train\) \[\s*\d+/\d+\].*?\sloss: ([0-9.]+)')
+_SUBNET_VAL = re.compile(r'\[val\] subnet (largest|smallest) \(([0-9.]+)M OPs\): accuracy/top1: ([0-9.]+)')
 
 
 if __name__ == '__main__':

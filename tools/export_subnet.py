@@ -14,7 +14,6 @@ Writes into --out-dir (default work_dirs/export/<name>):
   subnet_packed.pth     with --packed: binary weights as packed bits + per-channel alpha, 8-bit stem.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -44,15 +43,9 @@ def parse_args(argv=None):
 def resolve_arch(arch: str, ops):
     """(architecture-like, name) from a preset, text or pareto.json + --ops."""
     if arch.endswith('.json'):
-        if ops is None:
-            raise ValueError('--ops: required with a pareto.json (the OPs bin, in M, of the entry to export)')
-        with open(arch) as f:
-            front = json.load(f)['front']
-        bins = {float(r['bin']): r for r in front}
-        key = min(bins, key=lambda b: abs(b - ops)) if bins else None
-        if key is None or abs(key - ops) > 1e-6 * max(1.0, abs(ops)):
-            raise ValueError(f'--ops: bin {ops:g} not in {arch} (available: {", ".join(f"{b:g}" for b in sorted(bins))})')
-        return bins[key]['arch'], f'ops{key:g}'
+        from nasbnn_mm.space.pareto import pareto_entry
+        entry = pareto_entry(arch, ops)  # one-line ArchitectureError naming `ops` and the bins
+        return entry['arch'], f"ops{float(entry['bin']):g}"
     name = arch if len(arch) <= 12 and '|' not in arch else 'subnet'
     return arch, name.replace('/', '_')
 

@@ -35,16 +35,18 @@ def load_pareto(path: str) -> dict:
 
 
 def pareto_entry(path: str, ops: Optional[float]) -> dict:
-    """The front entry of ``path`` whose OPs bin is ``ops`` (M, rounded to an integer)."""
+    """The front entry of ``path`` whose OPs bin is ``ops`` (M; bins are multiples of the search's
+    ``ops_step``, e.g. 40 at ImageNet scale or 0.12 at CIFAR scale)."""
     data = load_pareto(path)
-    bins = {int(r['bin']): r for r in data['front']}
-    allowed = ', '.join(str(b) for b in sorted(bins)) or 'none'
+    bins = {float(r['bin']): r for r in data['front']}
+    allowed = ', '.join(f'{b:g}' for b in sorted(bins)) or 'none'
     if ops is None:
         raise ArchitectureError(f'ops: required with pareto={path!r} (allowed bins: {allowed})')
     try:
-        key = int(round(float(ops)))
+        want = float(ops)
     except (TypeError, ValueError):
         raise ArchitectureError(f'ops: {ops!r} is not a number (allowed bins: {allowed})') from None
-    if key not in bins:
+    key = min(bins, key=lambda b: abs(b - want)) if bins else None
+    if key is None or abs(key - want) > 1e-6 * max(1.0, abs(want)):  # bins are printed rounded
         raise ArchitectureError(f'ops: bin {ops!r} not in {path} (allowed bins: {allowed})')
     return bins[key]

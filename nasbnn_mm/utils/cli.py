@@ -38,7 +38,26 @@ def load_tool_config(args, config_path: str):
     if args.trust_checkpoint:
         cfg.trust_checkpoint = True
     cfg.setdefault('runner_type', 'nasbnn.NASBNNRunner')
+    _sync_neck_channels(cfg)
     return cfg
+
+
+def _sync_neck_channels(cfg) -> None:
+    """A NAS-BNN detector's neck ``in_channels`` follow from its backbone's architecture; after
+    ``--cfg-options model.backbone.arch=...`` (or ``pareto``/``ops``/``out_indices``) the config's
+    values are stale and the first forward would fail on a shape mismatch, so they are recomputed."""
+    model = cfg.get('model') or {}
+    backbone, neck = model.get('backbone') or {}, model.get('neck')
+    if backbone.get('type') != 'nasbnn.NASBNNDetBackbone' or not isinstance(neck, dict) or 'in_channels' not in neck:
+        return
+    from mmengine.logging import print_log
+
+    from ..det import fpn_in_channels
+    want = fpn_in_channels(backbone)
+    if list(neck['in_channels']) != want:
+        print_log(f"model.neck.in_channels {list(neck['in_channels'])} -> {want} (the backbone's stage widths)",
+                  logger='current')
+        neck['in_channels'] = want
 
 
 def _user_errors():

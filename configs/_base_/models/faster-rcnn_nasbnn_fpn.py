@@ -6,6 +6,7 @@
 # Its four outputs (stages at strides 4, 8, 16, 32) feed the FPN, whose in_channels follow from the
 # architecture (nasbnn_mm.det.fpn_in_channels): a config choosing another architecture recomputes them,
 #     model = dict(backbone=dict(arch=arch), neck=dict(in_channels=fpn_in_channels(arch=arch)))
+# and the tools recompute them after --cfg-options model.backbone.arch=... (or pareto / ops).
 _base_ = ['mmdet::_base_/models/faster-rcnn_r50_fpn.py']
 from nasbnn_mm.det import fpn_in_channels  # noqa: E402
 
