@@ -1,10 +1,7 @@
 # CPU-scale NAS-BNN supernet: the reduced space (Table-1 structure, 1/8 of the channels) on
 # CIFAR-10 at 32 px. Used by the tests and the demo; trains by iterations.
-_base_ = ['../_base_/datasets/cifar10_heldout.py', '../_base_/search_spaces/cifar_small.py']
-
-custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
-runner_type = 'nasbnn.NASBNNRunner'
+_base_ = ['../_base_/default_runtime_cpu.py', '../_base_/datasets/cifar10_heldout.py',
+          '../_base_/schedules/nasbnn_supernet_adam.py', '../_base_/search_spaces/cifar_small.py']
 
 model = dict(
     type='nasbnn.SandwichClassifier',
@@ -24,15 +21,6 @@ subnet_config = 'configs/cifar10/nasbnn-subnet_cifar-small_cifar10.py'
 finetune_config = 'configs/cifar10/nasbnn-finetune_cifar-small_cifar10.py'
 
 max_iters = 1500
-optim_wrapper = dict(
-    optimizer=dict(type='Adam', lr=2.5e-3, weight_decay=5e-6),
-    # weight decay only on conv and linear weights
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0, bias_decay_mult=0.0,
-        custom_keys={
-            '.bias_in': dict(decay_mult=0.0), '.bias_out': dict(decay_mult=0.0), '.slope': dict(decay_mult=0.0),
-            'kernel_transforms': dict(decay_mult=0.0), 'bi_transform': dict(decay_mult=0.0),
-            'conv.step': dict(decay_mult=0.0)}))
 param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=False, begin=0, end=max_iters)]
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
@@ -44,18 +32,3 @@ test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'r
 # DistSyncCheckHook: ranks must train the same subnets and end with the same weights (no-op on 1 process)
 custom_hooks = [dict(type='nasbnn.PublishCheckpointHook'), dict(type='nasbnn.DistSyncCheckHook', interval=50)]
 model_wrapper_cfg = dict(type='nasbnn.SandwichDDP', find_unused_parameters=True)
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=20),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-)
-log_processor = dict(by_epoch=False)
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0, deterministic=False)
-visualizer = dict(type='mmpretrain.UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
-log_level = 'INFO'
-load_from = None
-resume = False
