@@ -252,7 +252,8 @@ class Demo:
                  f'({self.args.det_class}, coco_small val) |', '|---|---|---|---|---|---|']
         for r in rows:
             m = r.get('det_bbox_mAP')
-            lines.append(f'| `{r["arch"]}` | {r["ops_m"]:.3f} | {r["search_heldout_top1"]:.2f} | {r["p1_top1"]:.2f} | '
+            arch = r['arch'].replace('|', '\\|')  # a bare | would split the markdown table cell
+            lines.append(f'| `{arch}` | {r["ops_m"]:.3f} | {r["search_heldout_top1"]:.2f} | {r["p1_top1"]:.2f} | '
                          f'{r["p2_top1"]:.2f} | {"—" if m is None else f"{m:.3f}"} |')
         evidence, ev_lines = self.learning_evidence(det)
         wall = time.time() - self.t0
