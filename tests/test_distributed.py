@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 DATA = os.environ.get('NASBNN_DATA', os.path.join('..', 'shared', 'data'))
 pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DATA, 'cifar10_jpg.tar.gz')),
@@ -40,22 +39,8 @@ def test_two_process_supernet_training_keeps_ranks_in_lockstep(tmp_path):
 
 
 def test_two_process_search_gives_the_single_process_front(tmp_path):
-    from test_search import CONFIG, SMALL
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-
-    import nasbnn_mm  # noqa: F401
-    from nasbnn_mm.registry import MODELS
-    from nasbnn_mm.utils import publish_checkpoint
-    subprocess.run([sys.executable, 'tools/split_heldout.py', '--archive', os.path.join(DATA, 'cifar10_jpg.tar.gz')],
-                   check=True, capture_output=True)
-    torch.manual_seed(1)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(Config.fromfile(CONFIG).model)
-    with torch.no_grad():
-        model.head.fc.weight.normal_(0, 0.5)
-    ckpt = str(tmp_path / 'supernet.pth')
-    publish_checkpoint(model.state_dict(), ckpt, dict(search_space=model.backbone.space.to_dict()))
+    from test_search import CONFIG, SMALL, publish_random_supernet
+    ckpt = publish_random_supernet(tmp_path / 'supernet.pth', seed=1)
     opts = ['--cfg-options', *SMALL, 'search_cfg.max_generations=1']
     one = subprocess.run([sys.executable, 'tools/search.py', CONFIG, ckpt, '--work-dir', str(tmp_path / 'one'), *opts],
                          capture_output=True, text=True, timeout=900)

@@ -25,25 +25,27 @@ SMALL = ['search_cfg.population_size=5', 'search_cfg.num_mutation=2', 'search_cf
          'search_cfg.calib_dataloader.num_workers=0', 'search_cfg.calib_dataloader.batch_size=16']
 
 
-@pytest.fixture(scope='module')
-def supernet_ckpt(tmp_path_factory):
-    """A published supernet with trained-looking (non-degenerate) random weights."""
+def publish_random_supernet(path, seed: int) -> str:
+    """A published supernet of the search config with trained-looking (non-degenerate) random
+    weights. (The held-out split the search reads is written by the session fixture.)"""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     import nasbnn_mm  # noqa: F401
     from nasbnn_mm.registry import MODELS
     from nasbnn_mm.utils import publish_checkpoint
-    subprocess.run([sys.executable, 'tools/split_heldout.py', '--archive', os.path.join(DATA, 'cifar10_jpg.tar.gz')],
-                   check=True, capture_output=True)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(Config.fromfile(CONFIG).model)
     with torch.no_grad():  # spread the accuracies a little: non-trivial classifier
         model.head.fc.weight.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp('supernet') / 'published.pth'
     publish_checkpoint(model.state_dict(), str(path), dict(search_space=model.backbone.space.to_dict()))
     return str(path)
+
+
+@pytest.fixture(scope='module')
+def supernet_ckpt(tmp_path_factory):
+    return publish_random_supernet(tmp_path_factory.mktemp('supernet') / 'published.pth', seed=0)
 
 
 def _search(ckpt, work, gens, *extra, wait=True):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -125,12 +124,12 @@ def space_to_their_cfg(space):
 
 
 def build_plan(space, n_steps: int, sample_seed: int = 0, num_random: int = 2):
-    """Per step: teacher arch + student archs, exactly as SandwichClassifier.sandwich_archs."""
+    """Per step: teacher arch + student archs, as the SandwichClassifier trains them."""
+    from nasbnn_mm.models.classifier import sandwich_students
     plan = []
     largest = space.largest()
     for it in range(n_steps):
-        rng = random.Random(f'{sample_seed}-{it}')  # same rule as SandwichClassifier.sandwich_archs
-        students = [space.smallest()] + [space.sample(rng) for _ in range(num_random)]
+        students = [a for _, a in sandwich_students(space, it, sample_seed, num_random)]
         plan.append(dict(iter=it, teacher=largest.to_text(), students=[a.to_text() for a in students],
                          teacher_cand=arch_to_cand(largest, space),
                          student_cands=[arch_to_cand(a, space) for a in students]))

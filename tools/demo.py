@@ -126,13 +126,13 @@ class Demo:
         return osp.join(wd, 'pareto.json')
 
     def pick_subnets(self, pareto):
-        with open(pareto) as f:
-            front = json.load(f)['front']
+        from nasbnn_mm.space.pareto import load_pareto
+        front = load_pareto(pareto)['front']
         best = max(front, key=lambda r: (r['acc'], -r['ops']))
         # the cheapest front entry within 5 points of the best, else the cheapest one
         cheap = min((r for r in front if r['acc'] >= best['acc'] - 5 and r is not best), key=lambda r: r['ops'],
                     default=min(front, key=lambda r: r['ops']))
-        return [r for r in (cheap, best) if r is not None] if cheap is not best else [best]
+        return [best] if cheap is best else [cheap, best]
 
     def export(self, supernet, pareto, rec):
         out = osp.join(self.wd, 'export', f'ops{rec["bin"]:g}')

@@ -14,7 +14,18 @@ from ..ops import BINARY, TEACHER
 from ..registry import MODELS
 from ..space import Architecture
 
-__all__ = ['SandwichClassifier']
+__all__ = ['SandwichClassifier', 'sandwich_students']
+
+
+def sandwich_students(space, iteration: int, sample_seed: int = 0,
+                      num_random: int = 2) -> List[Tuple[str, Architecture]]:
+    """The student subnets the sandwich rule trains at ``iteration``: the smallest, then
+    ``num_random`` random ones from ``random.Random(f'{sample_seed}-{iteration}')`` (a pure
+    function of its arguments, so every rank, and any tool, derives the same subnets)."""
+    rng = random.Random(f'{sample_seed}-{iteration}')
+    archs = [('smallest', space.smallest())]
+    archs += [(f'random{i}', space.sample(rng)) for i in range(num_random)]
+    return archs
 
 
 @MODELS.register_module()
@@ -59,10 +70,7 @@ class SandwichClassifier(ImageClassifier):
     # ---------------------------------------------------------------- sandwich rule
     def sandwich_archs(self, iteration: int) -> List[Tuple[str, Architecture]]:
         """Student subnets of an iteration: smallest, then ``num_random`` random ones."""
-        rng = random.Random(f'{self.sample_seed}-{iteration}')
-        archs = [('smallest', self.space.smallest())]
-        archs += [(f'random{i}', self.space.sample(rng)) for i in range(self.num_random)]
-        return archs
+        return sandwich_students(self.space, iteration, self.sample_seed, self.num_random)
 
     def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
         return self.sandwich_step(data, optim_wrapper, self)

@@ -123,7 +123,10 @@ class DeployedBinaryConv2d(SharedBinaryConv2d):
     def latent_weight(self, *args, **kwargs):
         raise RuntimeError('DeployedBinaryConv2d: a deployed binary conv has no latent weight')
 
-    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY):
+    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY,
+                         memory_format=torch.contiguous_format):
+        # ``memory_format`` is a layout hint; the stored kernel is returned as it is (a deployed
+        # model converts nothing per call)
         if mode != BINARY:
             raise ValueError(f'mode: {mode!r} not allowed for a deployed binary conv (allowed: {BINARY})')
         if (c_out, c_in // groups, kernel, groups) != (*self.sign.shape[:2], self.sign.shape[-1], self.groups):

@@ -42,7 +42,7 @@ WEIGHT_MODES = (BINARY, TEACHER)
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """(R, ...) -> (R, N) in memory order: a view for contiguous and channels_last tensors.
     Two tensors of the same layout give element-wise matching rows."""
-    if not t.is_contiguous() and t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+    if _layout(t) is torch.channels_last:
         t = t.permute(0, 2, 3, 1)
     return t.reshape(t.shape[0], -1)
 
@@ -133,17 +133,20 @@ class _WeightNorm(torch.autograd.Function):
         return out, None, None, None, None
 
 
-def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
+def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False,
+                     memory_format=torch.contiguous_format) -> torch.Tensor:
     """Channel-wise weight normalization over (in, kh, kw) of each output channel.
 
     ``unbiased``: Bessel-corrected variance, computed with the authors' arithmetic
-    ((W - mean) / W.std() when ``eps == 0``) so that float32 results match theirs bit for bit."""
-    return _WeightNorm.apply(w, eps, unbiased, False)
+    ((W - mean) / W.std() when ``eps == 0``) so that float32 results match theirs bit for bit.
+    ``memory_format``: layout of the result (see :class:`_WeightNorm`)."""
+    return _WeightNorm.apply(w, eps, unbiased, False, memory_format)
 
 
-def normalize_binarize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False) -> torch.Tensor:
+def normalize_binarize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False,
+                              memory_format=torch.contiguous_format) -> torch.Tensor:
     """``binarize_weight(normalize_weight(w, eps, unbiased))`` as one fused autograd Function."""
-    return _WeightNorm.apply(w, eps, unbiased, True)
+    return _WeightNorm.apply(w, eps, unbiased, True, memory_format)
 
 
 def binarize_weight(w_n: torch.Tensor) -> torch.Tensor:
@@ -213,21 +216,18 @@ class SharedBinaryConv2d(nn.Module):
             return (latent.reshape(-1, k2) @ self.bi_transform.t()).view_as(latent)
         return latent
 
-    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY):
-        return self._effective_weight(c_in, c_out, kernel, groups, mode, torch.contiguous_format)
-
-    def _effective_weight(self, c_in, c_out, kernel, groups, mode, memory_format):
+    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY,
+                         memory_format=torch.contiguous_format):
+        """The kernel the convolution uses; ``memory_format`` is the layout wanted for it."""
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
-        return _WeightNorm.apply(w, self.wn_eps, self.wn_unbiased, mode == BINARY, memory_format)
+        normalize = normalize_binarize_weight if mode == BINARY else normalize_weight
+        return normalize(w, self.wn_eps, self.wn_unbiased, memory_format)
 
     def forward(self, x: torch.Tensor, c_out: int, kernel: Optional[int] = None, groups: int = 1,
                 stride: int = 1, mode: str = BINARY) -> torch.Tensor:
         kernel = self.max_kernel if kernel is None else kernel
-        if type(self).effective_weight is SharedBinaryConv2d.effective_weight:
-            # the kernel in the activations' layout: no weight conversions inside the convolution
-            w = self._effective_weight(x.shape[1], c_out, kernel, groups, mode, _layout(x))
-        else:  # a subclass that defines its own kernel (e.g. a deployed, packed conv)
-            w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
+        # the kernel in the activations' layout: no weight conversions inside the convolution
+        w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode, memory_format=_layout(x))
         return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 
     def extra_repr(self) -> str:

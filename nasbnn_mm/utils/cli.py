@@ -6,7 +6,7 @@ import os.path as osp
 import sys
 from typing import Callable
 
-__all__ = ['add_common_args', 'load_tool_config', 'run_cli', 'USER_ERRORS']
+__all__ = ['add_common_args', 'load_tool_config', 'run_cli']
 
 
 def add_common_args(p, launcher: bool = True) -> None:
@@ -65,8 +65,6 @@ def _user_errors():
     from .checkpoint import UntrustedCheckpointError
     return (ArchitectureError, UntrustedCheckpointError, FileNotFoundError, ValueError, KeyError)
 
-
-USER_ERRORS = _user_errors
 
 
 def run_cli(main: Callable) -> None:

@@ -3,13 +3,14 @@
 // Why: on CPU, a binary network's training step spends a large share of its time in
 // element-wise passes over activations. Written with ATen ops, RSign and RPReLU take 2 passes
 // forward and 4-7 passes backward (plus per-channel reductions); each kernel here reads its
-// inputs and writes its outputs once, with the per-channel sums accumulated on the way
-// (in double). The arithmetic per element is that of the Python reference path
-// (binarize.py), so element-wise results are bitwise equal; the sums differ only by rounding.
+// inputs and writes its outputs once, with the per-channel sums accumulated on the way (per
+// thread in double; within a contiguous plane first in 16 float partial sums). The arithmetic
+// per element is that of the Python reference path (binarize.py), so element-wise results are
+// bitwise equal; the sums differ only by rounding.
 //
-// Layouts: float32, contiguous (N, C, *) or channels_last (N, C, H, W); every tensor argument
-// of one call has the layout of the first (the Python side checks this and otherwise uses the
-// reference path).
+// Layouts: float32, contiguous (N, C, *) or channels_last (N, C, H, W), as the Python side
+// checks (ops/native.py: supports). The outputs take the activation's layout; an incoming
+// gradient in the other layout is converted first (`like`).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -48,7 +49,7 @@ Geometry geometry(const at::Tensor& t) {
 }
 
 at::Tensor like(const at::Tensor& ref, const at::Tensor& t) {
-  // the layout of `ref` (the Python side guarantees it already; this is a safety net)
+  // `t` in the layout of `ref` (a gradient may arrive contiguous for a channels_last activation)
   auto fmt = ref.is_contiguous() ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
   return t.is_contiguous(fmt) ? t : t.contiguous(fmt);
 }
@@ -156,16 +157,16 @@ void rprelu_bwd_span(const float* __restrict__ g, const float* __restrict__ z, f
   for (int64_t i = 0; i < n; ++i) out[i] = z[i] > 0.f ? g[i] : a * g[i];
 }
 
+void add_row(const float* __restrict__ v, double* __restrict__ acc, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) acc[c] += v[c];
+}
+
 // the three per-channel sums of one row (it is in L1 by now: separate simple loops vectorize)
 void rprelu_bwd_row_sums(const float* __restrict__ g, const float* __restrict__ z, const float* __restrict__ gz,
                          int64_t n, double* __restrict__ s_gz, double* __restrict__ s_ga, double* __restrict__ s_g) {
-  if (s_gz) for (int64_t c = 0; c < n; ++c) s_gz[c] += gz[c];
+  if (s_gz) add_row(gz, s_gz, n);
   if (s_ga) for (int64_t c = 0; c < n; ++c) { const float gz_ = g[c] * z[c]; s_ga[c] += z[c] > 0.f ? 0.f : gz_; }
-  if (s_g) for (int64_t c = 0; c < n; ++c) s_g[c] += g[c];
-}
-
-void add_row(const float* __restrict__ v, double* __restrict__ acc, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) acc[c] += v[c];
+  if (s_g) add_row(g, s_g, n);
 }
 
 // ---------------------------------------------------------------- RSign: s = sign(x + b)
