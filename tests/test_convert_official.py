@@ -17,6 +17,8 @@ from nasbnn_mm.ops import normalize_weight
 from nasbnn_mm.space import TABLE1_SPACE, SearchSpace
 from nasbnn_mm.utils.checkpoint import load_checkpoint_file
 
+from official_reference import official_layout, official_state_dict  # noqa: F401
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, 'tools', 'convert_official_checkpoint.py')
 SMALL_SPACE_CFG = os.path.join(ROOT, 'configs', '_base_', 'search_spaces', 'cifar_small.py')
@@ -24,70 +26,6 @@ SMALL_SPACE_CFG = os.path.join(ROOT, 'configs', '_base_', 'search_spaces', 'cifa
 _spec = importlib.util.spec_from_file_location('convert_official_checkpoint', TOOL)
 conv = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conv)
-
-
-# ----------------------------------------------------------------------------- official layout
-def official_layout(space: dict, num_classes: int = 1000):
-    """(key, shape, dtype) of the authors' SuperBNN state_dict, in their order, for a space in our
-    dict form. Stage 0 is their StemBlock; stage s >= 1 block j: Ci = previous stage's max width
-    for j == 0, else the stage's max; Co = the stage's max."""
-    stages = space['stages']
-    n_rows = 1 + sum(max(s['depths']) for s in stages)
-    rows = [('biggest_cand', (n_rows, 6), torch.int64), ('smallest_cand', (n_rows, 6), torch.int64)]
-
-    def bn(prefix, c):
-        return [(f'{prefix}.bn.weight', (c,), torch.float32), (f'{prefix}.bn.bias', (c,), torch.float32),
-                (f'{prefix}.bn.running_mean', (c,), torch.float32),
-                (f'{prefix}.bn.running_var', (c,), torch.float32),
-                (f'{prefix}.bn.num_batches_tracked', (), torch.int64)]
-
-    def lb(name, c):  # LearnableBias
-        return [(f'{name}.bias', (1, c, 1, 1), torch.float32)]
-
-    c0 = max(space['stem']['widths'])
-    k0 = space['stem'].get('kernel', 3)
-    p = 'features.0.0'
-    rows += [(f'{p}.conv.weight', (c0, 3, k0, k0), torch.float32), (f'{p}.conv.w_scale', (c0,), torch.float32),
-             (f'{p}.conv.w_init_state', (1,), torch.float32)]
-    rows += bn(f'{p}.bn', c0) + lb(f'{p}.move1', c0)
-    rows += [(f'{p}.relu.prelu.weight', (c0,), torch.float32)] + lb(f'{p}.move2', c0)
-    prev_max = c0
-    for si, s in enumerate(stages, start=1):
-        co, ks, gmin = max(s['widths']), sorted(s['kernels']), min(s['groups'])
-        kmax = ks[-1]
-        for j in range(max(s['depths'])):
-            ci = prev_max if j == 0 else co
-            p = f'features.{si}.{j}'
-            rows += lb(f'{p}.move11', ci)
-            rows += [(f'{p}.binary_conv.weight', (ci, ci // gmin, kmax, kmax), torch.float32)]
-            if len(ks) > 1:
-                rows += [(f'{p}.binary_conv.matrix_{kmax}to{ks[0]}', (ks[0] ** 2, ks[0] ** 2), torch.float32)]
-            if kmax != 1:
-                rows += [(f'{p}.binary_conv.fp2bin_{kmax}', (kmax ** 2, kmax ** 2), torch.float32)]
-            rows += [(f'{p}.binary_conv.scaling_factor', (ci, 1, 1, 1), torch.float32)]
-            rows += bn(f'{p}.bn1', ci) + lb(f'{p}.move12', ci)
-            rows += [(f'{p}.prelu1.prelu.weight', (ci,), torch.float32)]
-            rows += lb(f'{p}.move13', ci) + lb(f'{p}.move21', ci)
-            rows += [(f'{p}.binary_conv1x1.weight', (co, ci, 1, 1), torch.float32),
-                     (f'{p}.binary_conv1x1.scaling_factor', (co, 1, 1, 1), torch.float32)]
-            rows += bn(f'{p}.bn2', co) + lb(f'{p}.move22', co)
-            rows += [(f'{p}.prelu2.prelu.weight', (co,), torch.float32)] + lb(f'{p}.move23', co)
-        prev_max = co
-    rows += [('fc.weight', (num_classes, prev_max), torch.float32), ('fc.bias', (num_classes,), torch.float32)]
-    return rows
-
-
-def official_state_dict(space: dict, num_classes: int = 1000, seed: int = 0):
-    """DDP-style (`module.`) state dict with distinct random values in every tensor."""
-    g = torch.Generator().manual_seed(seed)
-    sd = OrderedDict()
-    for i, (k, shape, dtype) in enumerate(official_layout(space, num_classes)):
-        if dtype.is_floating_point:
-            t = torch.randn(shape, generator=g) + 10.0 * i  # tensors differ in range too
-        else:
-            t = torch.randint(0, 1000, shape, generator=g, dtype=dtype) + 1000 * i
-        sd['module.' + k] = t
-    return sd
 
 
 def expected_source(key: str, space: dict):

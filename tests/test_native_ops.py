@@ -70,11 +70,8 @@ def test_rsign_native_matches_reference(ops, layout, monkeypatch):
 
 
 @pytest.mark.parametrize('layout', sorted(LAYOUTS))
-@pytest.mark.parametrize('folded', [False, True])
-def test_rprelu_native_matches_reference(ops, layout, folded, monkeypatch):
-    # folded: the caller already added bias_in (BN fold), as models/blocks.py does
-    fwd = (lambda m, x: m._forward_shifted(x + 0.0)) if folded else (lambda m, x: m(x))
-    _compare(RPReLU, fwd, layout, monkeypatch, seed=3)
+def test_rprelu_native_matches_reference(ops, layout, monkeypatch):
+    _compare(RPReLU, lambda m, x: m(x), layout, monkeypatch, seed=3)
 
 
 def test_sliced_parameters_and_frozen_parameters(ops, monkeypatch):

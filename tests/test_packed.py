@@ -92,7 +92,9 @@ def test_round_trip_through_file_gives_equal_logits_and_counter_size(supernet_cl
     with torch.no_grad():
         ref, out = static(x, mode='tensor'), deployed(x, mode='tensor')
     assert ref.abs().max() > 1  # non-trivial logits
-    assert (out - ref).abs().max().item() <= 1e-5
+    # BN folded into scale / shift rounds differently from BN (float32 results also differ across
+    # CPUs and oneDNN kernels): equal up to a tolerance relative to the logits' magnitude
+    assert (out - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
 
     # the deployed weights are the static model's effective weights, bit for bit
     with torch.no_grad():

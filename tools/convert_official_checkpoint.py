@@ -23,7 +23,11 @@ or an error. Any missing, unexpected or wrongly shaped key is a one-line error n
 The authors normalize binary-conv weights with ``(W - mean) / W.std()`` (unbiased std, no eps);
 the converted weights reproduce their logits only with the same normalization, so build the
 backbone with ``wn_eps=0.0, wn_unbiased=True`` (recorded in ``meta['backbone_settings']``),
-e.g. ``--cfg-options model.backbone.wn_eps=0.0 model.backbone.wn_unbiased=True``.
+e.g. ``--cfg-options model.backbone.wn_eps=0.0 model.backbone.wn_unbiased=True``. Those logits
+equal theirs to float rounding (float64: to ~1e-13); for *bit-identical* float32 logits also
+compute in their order of operations with ``model.backbone.exact_parity=True``
+(``tools/test.py --exact-parity``), since rounding differences of the faster default layout
+can flip a binary activation and spread (see README, "The authors' released supernet").
 """
 from __future__ import annotations
 
@@ -276,7 +280,8 @@ def convert_checkpoint(src: str, dst: str, space=None, trusted: bool = False, lo
                 "checkpoint's tuned weights live there and were NOT converted")
         log('build the backbone with ' + ', '.join(f'{k}={v}' for k, v in OFFICIAL_BACKBONE_SETTINGS.items())
             + " (meta['backbone_settings']) to reproduce the authors' logits, e.g. --cfg-options "
-            + ' '.join(f'model.backbone.{k}={v}' for k, v in OFFICIAL_BACKBONE_SETTINGS.items()))
+            + ' '.join(f'model.backbone.{k}={v}' for k, v in OFFICIAL_BACKBONE_SETTINGS.items())
+            + '; add model.backbone.exact_parity=True (tools/test.py --exact-parity) for bit-identical float32 logits')
     return meta
 
 

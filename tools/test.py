@@ -19,6 +19,9 @@ def parse_args(argv=None):
     p.add_argument('config')
     p.add_argument('checkpoint')
     p.add_argument('--out', help='dump the metrics to this JSON file')
+    p.add_argument('--exact-parity', action='store_true',
+                   help="compute in the authors' float32 order of operations (model.backbone.exact_parity=True; "
+                        'slower, bit-identical to their release on converted checkpoints)')
     add_common_args(p)
     return p.parse_args(argv)
 
@@ -28,6 +31,8 @@ def main(argv=None):
     cfg = load_tool_config(args, args.config)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    if args.exact_parity:
+        cfg.model.backbone.exact_parity = True
     if cfg.get('train_cfg') is None or cfg.get('optim_wrapper') is None:
         # mmengine wants the train triple all or nothing; a test-only config keeps none of it
         for k in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):

@@ -113,17 +113,17 @@ class NASBNNDetBackbone(NASBNNSubnet):
         strides: optional (stem, stage 0, ..., stage N-1) strides replacing the space's, e.g.
             (2, 1, 2, 2, 2, 2) to run a CIFAR-space architecture (stem stride 1) at the usual
             detection strides; weights do not depend on strides, so inheritance still works.
-        wn_eps, wn_unbiased: weight normalization, as in :class:`~nasbnn_mm.models.NASBNNSupernet`.
+        wn_eps, wn_unbiased, exact_parity: as in :class:`~nasbnn_mm.models.NASBNNSupernet`.
         init_cfg: e.g. ``dict(type='nasbnn.InheritFromSupernet', checkpoint=...)``.
     """
 
     def __init__(self, arch=None, search_space=None, out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
                  frozen_stages: int = -1, norm_eval: bool = False, pareto: Optional[str] = None, ops=None,
                  strides: Optional[Sequence[int]] = None, wn_eps: float = 1e-5, wn_unbiased: bool = False,
-                 init_cfg=None):
+                 init_cfg=None, exact_parity: bool = False):
         arch, space = resolve_backbone_arch(arch, search_space, pareto, ops, strides)
         out_indices = _det_out_indices(out_indices, space.num_stages)
-        super().__init__(arch, space, out_indices, BINARY, wn_eps, init_cfg, wn_unbiased)
+        super().__init__(arch, space, out_indices, BINARY, wn_eps, init_cfg, wn_unbiased, exact_parity)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= space.num_stages:
             raise ArchitectureError(f'frozen_stages: {frozen_stages!r} not allowed '
                                     f'(allowed: -1..{space.num_stages})')

@@ -87,5 +87,6 @@ def build_static_backbone(supernet: NASBNNSupernet, arch, out_indices=(-1,), mod
     conv = supernet.stages[0][0].conv_kxk
     net = NASBNNSubnet(arch, supernet.space.to_dict(), out_indices, mode, wn_eps=conv.wn_eps,
                        wn_unbiased=getattr(conv, 'wn_unbiased', False))
+    net.to(dtype=next(supernet.parameters()).dtype)  # a float64 supernet exports without rounding
     net.load_state_dict(subnet_backbone_state(supernet, arch, mode), strict=True)
     return net

@@ -16,8 +16,7 @@ of full-size passes and temporaries minimal; the numerics are those of the plain
   the next float above 1, which keeps ``|w| == 1`` inside), with no bool/float mask tensors.
 * RSign fuses the bias add, the sign and the bias gradient; RPReLU fuses ``prelu(x + b1) + b2``
   and computes its backward from vectorized kernels (aten's PReLU backward is scalar code,
-  several times slower on CPU); ``RPReLU._forward_shifted`` lets a caller fold ``b1`` into a
-  preceding BN's shift (see models/blocks.py).
+  several times slower on CPU), recomputing ``x + b1`` instead of keeping it.
 """
 from __future__ import annotations
 
@@ -132,35 +131,35 @@ class _RSignFn(torch.autograd.Function):
 
 
 class _RPReLUFn(torch.autograd.Function):
-    """prelu(x + b1, a) + b2 with per-channel b1, a, b2; ``b1=None``: x already holds x + b1
-    (the bias was folded into the preceding BN's shift)."""
+    """prelu(x + b1, a) + b2 with per-channel b1, a, b2, in the authors' order of operations
+    (x: the BN output plus the shortcut). Only x and the parameters are saved: backward
+    recomputes z = x + b1 (the same float add), so no z tensor is kept."""
 
     @staticmethod
     def forward(ctx, x, b1, a, b2):
-        ops = _native_for(x, a, b2, *(() if b1 is None else (b1,)))
+        ops = _native_for(x, b1, a, b2)
         if ops is not None:
-            z, y = ops.rprelu_forward(x, b1, a, b2)
-            z = x if b1 is None else z
+            y = ops.rprelu_forward(x, b1, a, b2)
         else:
             nd = x.dim()
-            z = x if b1 is None else torch.add(x, _channel_view(b1, nd))
-            y = F.prelu(z, a)
+            y = F.prelu(torch.add(x, _channel_view(b1, nd)), a)
             y.add_(_channel_view(b2, nd))
         ctx.native = ops is not None
-        ctx.save_for_backward(z, a)
+        ctx.save_for_backward(x, b1, a)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        z, a = ctx.saved_tensors
+        x, b1, a = ctx.saved_tensors
         need_x, need_b1, need_a, need_b2 = ctx.needs_input_grad
         ops = _native_for(grad) if ctx.native else None
         if ops is not None:
-            gz, gb1, ga, gb2 = ops.rprelu_backward(grad, z, a, need_x, need_b1, need_a, need_b2)
+            gz, gb1, ga, gb2 = ops.rprelu_backward(grad, x, b1, a, need_x, need_b1, need_a, need_b2)
             return ((gz if need_x else None), (gb1 if need_b1 else None), (ga if need_a else None),
                     (gb2 if need_b2 else None))
         dims = _reduce_dims(grad.dim())
+        z = torch.add(x, _channel_view(b1, x.dim()))
         gz = ga = gb1 = gb2 = None
         if need_b2:
             gb2 = grad.sum(dims)
@@ -217,14 +216,6 @@ class RPReLU(nn.Module):
         if c == self.slope.numel():
             return _RPReLUFn.apply(x, self.bias_in, self.slope, self.bias_out)
         return _RPReLUFn.apply(x, self.bias_in[:c], self.slope[:c], self.bias_out[:c])
-
-    def _forward_shifted(self, z: torch.Tensor) -> torch.Tensor:
-        """``forward(x)`` for ``z = x + bias_in`` computed by the caller (e.g. folded into the
-        preceding BN's shift); ``bias_in`` then gets its gradient through that computation."""
-        c = z.shape[1]
-        if c == self.slope.numel():
-            return _RPReLUFn.apply(z, None, self.slope, self.bias_out)
-        return _RPReLUFn.apply(z, None, self.slope[:c], self.bias_out[:c])
 
     def extra_repr(self) -> str:
         return f'{self.slope.numel()}'

@@ -21,12 +21,14 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 
 def lsq_quantize(w: torch.Tensor, step: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Fake-quantize ``w`` (out, ...) with per-output-channel ``step`` on the signed grid
-    [-2^(b-1), 2^(b-1)-1]. Gradients: straight-through inside the range (0 outside) for w;
-    LSQ's step gradient scaled by 1 / sqrt(numel(w) * Qp)."""
+    [-2^(b-1), 2^(b-1)-1]: ``clamp(round(w / s), qn, qp) * s``, rounded first and clamped
+    after, as the authors' release (the paper defers to it). Gradients: straight-through
+    where the *rounded* value lies in the range (0 outside) for w; LSQ's step gradient,
+    (round(w/s) - w/s) inside and qn / qp outside, scaled by 1 / sqrt(numel(w) * Qp)."""
     qn, qp = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     g = 1.0 / math.sqrt(w.numel() * qp)
     s = _grad_scale(step, g).view(-1, *([1] * (w.dim() - 1)))
-    return _round_ste(torch.clamp(w / s, qn, qp)) * s
+    return torch.clamp(_round_ste(w / s), qn, qp) * s
 
 
 class LSQConv2d(nn.Module):
@@ -54,7 +56,10 @@ class LSQConv2d(nn.Module):
         self.step_initialized.fill_(True)
 
     def quantized_weight(self, out_channels: int) -> torch.Tensor:
-        step = self.step[:out_channels].clamp(min=torch.finfo(self.step.dtype).eps)
+        step = self.step[:out_channels]
+        # the step's value is kept >= eps; its gradient passes unchanged (the authors clamp the
+        # parameter's data in place, which autograd does not see either)
+        step = step + (step.clamp(min=torch.finfo(step.dtype).eps) - step).detach()
         return lsq_quantize(self.weight[:out_channels], step, self.bits)
 
     def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:

@@ -15,9 +15,8 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         return self._sliced_forward(x)
 
-    def _sliced_forward(self, x: torch.Tensor, bias_shift=None) -> torch.Tensor:
-        """BN over the first C channels; ``bias_shift`` (C,), if given, is added to the affine
-        bias, i.e. BN(x) + bias_shift in one pass (the running statistics do not depend on it)."""
+    def _sliced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """BN over the first C channels (the same F.batch_norm call as the authors' release)."""
         c = x.shape[1]
         self._check_input_dim(x)
         if self.momentum is None:
@@ -34,10 +33,6 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             weight = self.weight if full else self.weight[:c]
             bias = self.bias if full else self.bias[:c]
-            if bias_shift is not None:
-                bias = bias + bias_shift
-        elif bias_shift is not None:
-            raise ValueError('bias_shift needs an affine BN')
         keep_stats = not self.training or self.track_running_stats
         return F.batch_norm(
             x,

@@ -129,32 +129,28 @@ void rsign_bwd_row(const float* __restrict__ g, const float* __restrict__ x, con
   for (int64_t c = 0; c < n; ++c) out[c] = approx_sign_grad(g[c], x[c] + b[c]);
 }
 
-void rprelu_fwd_plane(const float* __restrict__ x, float* __restrict__ z, float* __restrict__ y, int64_t n,
-                      float b1, float a, float b2) {
-  if (z) {
-    for (int64_t i = 0; i < n; ++i) { const float v = x[i] + b1; z[i] = v; y[i] = prelu(v, a) + b2; }
-  } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = prelu(x[i], a) + b2;
+void rprelu_fwd_plane(const float* __restrict__ x, float* __restrict__ y, int64_t n, float b1, float a,
+                      float b2) {
+  for (int64_t i = 0; i < n; ++i) y[i] = prelu(x[i] + b1, a) + b2;
+}
+
+void rprelu_fwd_row(const float* __restrict__ x, float* __restrict__ y, int64_t n, const float* __restrict__ b1,
+                    const float* __restrict__ a, const float* __restrict__ b2) {
+  for (int64_t c = 0; c < n; ++c) y[c] = prelu(x[c] + b1[c], a[c]) + b2[c];
+}
+
+// z = x + b1 is recomputed (the same float add as forward, so the same z)
+void rprelu_bwd_row(const float* __restrict__ g, const float* __restrict__ x, float* __restrict__ out, int64_t n,
+                    const float* __restrict__ b1, const float* __restrict__ a) {
+  for (int64_t c = 0; c < n; ++c) {
+    const float ag = a[c] * g[c];
+    out[c] = x[c] + b1[c] > 0.f ? g[c] : ag;
   }
 }
 
-void rprelu_fwd_row(const float* __restrict__ x, float* __restrict__ z, float* __restrict__ y, int64_t n,
-                    const float* __restrict__ b1, const float* __restrict__ a, const float* __restrict__ b2) {
-  if (z) {
-    for (int64_t c = 0; c < n; ++c) { const float v = x[c] + b1[c]; z[c] = v; y[c] = prelu(v, a[c]) + b2[c]; }
-  } else {
-    for (int64_t c = 0; c < n; ++c) y[c] = prelu(x[c], a[c]) + b2[c];
-  }
-}
-
-void rprelu_bwd_row(const float* __restrict__ g, const float* __restrict__ z, float* __restrict__ out, int64_t n,
-                    const float* __restrict__ a) {
-  for (int64_t c = 0; c < n; ++c) { const float ag = a[c] * g[c]; out[c] = z[c] > 0.f ? g[c] : ag; }
-}
-
-void rprelu_bwd_span(const float* __restrict__ g, const float* __restrict__ z, float* __restrict__ out,
-                     int64_t n, float a) {
-  for (int64_t i = 0; i < n; ++i) out[i] = z[i] > 0.f ? g[i] : a * g[i];
+void rprelu_bwd_span(const float* __restrict__ g, const float* __restrict__ x, float* __restrict__ out,
+                     int64_t n, float b1, float a) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] + b1 > 0.f ? g[i] : a * g[i];
 }
 
 void add_row(const float* __restrict__ v, double* __restrict__ acc, int64_t n) {
@@ -162,10 +158,16 @@ void add_row(const float* __restrict__ v, double* __restrict__ acc, int64_t n) {
 }
 
 // the three per-channel sums of one row (it is in L1 by now: separate simple loops vectorize)
-void rprelu_bwd_row_sums(const float* __restrict__ g, const float* __restrict__ z, const float* __restrict__ gz,
-                         int64_t n, double* __restrict__ s_gz, double* __restrict__ s_ga, double* __restrict__ s_g) {
+void rprelu_bwd_row_sums(const float* __restrict__ g, const float* __restrict__ x, const float* __restrict__ b1,
+                         const float* __restrict__ gz, int64_t n, double* __restrict__ s_gz,
+                         double* __restrict__ s_ga, double* __restrict__ s_g) {
   if (s_gz) add_row(gz, s_gz, n);
-  if (s_ga) for (int64_t c = 0; c < n; ++c) { const float gz_ = g[c] * z[c]; s_ga[c] += z[c] > 0.f ? 0.f : gz_; }
+  if (s_ga)
+    for (int64_t c = 0; c < n; ++c) {
+      const float z = x[c] + b1[c];
+      const float gz_ = g[c] * z;
+      s_ga[c] += z > 0.f ? 0.f : gz_;
+    }
   if (s_g) add_row(g, s_g, n);
 }
 
@@ -210,56 +212,61 @@ std::tuple<at::Tensor, at::Tensor> rsign_backward(const at::Tensor& grad_in, con
 }
 
 // ---------------------------------------------------------------- RPReLU: y = prelu(x + b1, a) + b2
-// Returns (z, y) with z = x + b1 (what backward needs); without b1, z is undefined (None):
-// the caller keeps x itself.
-std::tuple<at::Tensor, at::Tensor> rprelu_forward(const at::Tensor& x, const std::optional<at::Tensor>& b1,
-                                                  const at::Tensor& a, const at::Tensor& b2) {
+// In the authors' order: the input bias b1 is added to x (the BN output plus the shortcut), then
+// PReLU, then b2. Only y is written: backward recomputes z = x + b1 from x (one allocation and
+// one pass fewer than keeping z). b1 = None: z = x.
+at::Tensor rprelu_forward(const at::Tensor& x, const std::optional<at::Tensor>& b1, const at::Tensor& a,
+                          const at::Tensor& b2) {
   const auto g = geometry(x);
-  const bool shift = b1.has_value();
-  auto z = shift ? at::empty_like(x) : at::Tensor();
   auto y = at::empty_like(x);
-  const at::Tensor b1c = shift ? b1->contiguous() : at::Tensor();
+  const at::Tensor b1c = b1.has_value() ? b1->contiguous() : at::zeros({g.C}, x.options());
   const at::Tensor ac = a.contiguous(), b2c = b2.contiguous();
   const float* xp = x.data_ptr<float>();
-  const float* b1p = shift ? b1c.data_ptr<float>() : nullptr;
+  const float* b1p = b1c.data_ptr<float>();
   const float* ap = ac.data_ptr<float>();
   const float* b2p = b2c.data_ptr<float>();
-  float* zp = shift ? z.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   for_each_block(g,
-      [&](int64_t o, int64_t n, int64_t c) {
-        rprelu_fwd_plane(xp + o, zp ? zp + o : nullptr, yp + o, n, shift ? b1p[c] : 0.f, ap[c], b2p[c]);
-      },
-      [&](int64_t o, int64_t n) { rprelu_fwd_row(xp + o, zp ? zp + o : nullptr, yp + o, n, b1p, ap, b2p); });
-  return {z, y};
+      [&](int64_t o, int64_t n, int64_t c) { rprelu_fwd_plane(xp + o, yp + o, n, b1p[c], ap[c], b2p[c]); },
+      [&](int64_t o, int64_t n) { rprelu_fwd_row(xp + o, yp + o, n, b1p, ap, b2p); });
+  return y;
 }
 
-// gz = grad (z > 0) or a * grad; gb2 = sum grad; gb1 = sum gz; ga = sum over z <= 0 of grad * z.
-std::vector<at::Tensor> rprelu_backward(const at::Tensor& grad_in, const at::Tensor& z, const at::Tensor& a,
-                                        bool need_x, bool need_b1, bool need_a, bool need_b2) {
-  const auto g = geometry(z);
-  const auto grad = like(z, grad_in);
+// With z = x + b1: gz = grad (z > 0) or a * grad; gb2 = sum grad; gb1 = sum gz; ga = sum over z <= 0 of
+// grad * z.
+std::vector<at::Tensor> rprelu_backward(const at::Tensor& grad_in, const at::Tensor& x,
+                                        const std::optional<at::Tensor>& b1, const at::Tensor& a, bool need_x,
+                                        bool need_b1, bool need_a, bool need_b2) {
+  const auto g = geometry(x);
+  const auto grad = like(x, grad_in);
   // gz is also the buffer that gb1 is summed from, so it is computed whenever either is needed
   const bool need_gz = need_x || need_b1;
-  auto gz = need_gz ? at::empty_like(z) : at::Tensor();
+  auto gz = need_gz ? at::empty_like(x) : at::Tensor();
   const at::Tensor ac = a.contiguous();
+  const at::Tensor b1c = b1.has_value() ? b1->contiguous() : at::zeros({g.C}, x.options());
   const float* gp = grad.data_ptr<float>();
-  const float* zp = z.data_ptr<float>();
+  const float* xp = x.data_ptr<float>();
   const float* ap = ac.data_ptr<float>();
+  const float* b1p = b1c.data_ptr<float>();
   float* op = need_gz ? gz.data_ptr<float>() : nullptr;
   ChannelSums sums(g.C, 3);  // 0: gb1, 1: ga, 2: gb2
   for_each_block(g,
       [&](int64_t o, int64_t n, int64_t c) {
         const float* gq = gp + o;
-        const float* zq = zp + o;
-        if (op) rprelu_bwd_span(gq, zq, op + o, n, ap[c]);
+        const float* xq = xp + o;
+        const float bc = b1p[c];
+        if (op) rprelu_bwd_span(gq, xq, op + o, n, bc, ap[c]);
         if (need_b1) sums.slot(0)[c] += lane_sum(n, [&](int64_t i) { return op[o + i]; });
-        if (need_a) sums.slot(1)[c] += lane_sum(n, [&](int64_t i) { return zq[i] > 0.f ? 0.f : gq[i] * zq[i]; });
+        if (need_a)
+          sums.slot(1)[c] += lane_sum(n, [&](int64_t i) {
+            const float z = xq[i] + bc;
+            return z > 0.f ? 0.f : gq[i] * z;
+          });
         if (need_b2) sums.slot(2)[c] += lane_sum(n, [&](int64_t i) { return gq[i]; });
       },
       [&](int64_t o, int64_t n) {
-        if (op) rprelu_bwd_row(gp + o, zp + o, op + o, n, ap);
-        rprelu_bwd_row_sums(gp + o, zp + o, op ? op + o : nullptr, n, need_b1 ? sums.slot(0) : nullptr,
+        if (op) rprelu_bwd_row(gp + o, xp + o, op + o, n, b1p, ap);
+        rprelu_bwd_row_sums(gp + o, xp + o, b1p, op ? op + o : nullptr, n, need_b1 ? sums.slot(0) : nullptr,
                             need_a ? sums.slot(1) : nullptr, need_b2 ? sums.slot(2) : nullptr);
       });
   return {need_x ? gz : at::Tensor(), need_b1 ? sums.result(0) : at::Tensor(),
@@ -271,7 +278,7 @@ std::vector<at::Tensor> rprelu_backward(const at::Tensor& grad_in, const at::Ten
 TORCH_LIBRARY(nasbnn_binary_act, m) {
   m.def("rsign_forward(Tensor x, Tensor b) -> Tensor", &rsign_forward);
   m.def("rsign_backward(Tensor grad, Tensor x, Tensor b, bool need_b) -> (Tensor, Tensor)", &rsign_backward);
-  m.def("rprelu_forward(Tensor x, Tensor? b1, Tensor a, Tensor b2) -> (Tensor, Tensor)", &rprelu_forward);
-  m.def("rprelu_backward(Tensor grad, Tensor z, Tensor a, bool need_x, bool need_b1, bool need_a, bool need_b2)"
-        " -> Tensor[]", &rprelu_backward);
+  m.def("rprelu_forward(Tensor x, Tensor? b1, Tensor a, Tensor b2) -> Tensor", &rprelu_forward);
+  m.def("rprelu_backward(Tensor grad, Tensor x, Tensor? b1, Tensor a, bool need_x, bool need_b1, bool need_a,"
+        " bool need_b2) -> Tensor[]", &rprelu_backward);
 }
