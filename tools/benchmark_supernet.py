@@ -62,8 +62,29 @@ def parse_args(argv=None):
     p.add_argument('--no-interleave', dest='interleave', action='store_false',
                    help='with --reference: run the implementations one after the other instead of '
                         'taking turns step by step (both processes then never hold memory at once)')
+    p.add_argument('--variant', action='append', default=[], metavar='NAME:KEY=VALUE[,KEY=VALUE]',
+                   help='also time our supernet with these backbone settings, side by side with the default one '
+                        "(e.g. --variant exact:exact_parity=True); repeatable")
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)  # internal: path of a job file
     return p.parse_args(argv)
+
+
+def parse_variant(text: str):
+    """'NAME:key=value,key=value' -> (name, {key: python literal})."""
+    import ast
+    name, sep, rest = text.partition(':')
+    if not sep or not name.strip() or not rest.strip():
+        raise SystemExit(f'--variant: {text!r} not allowed (allowed: NAME:KEY=VALUE[,KEY=VALUE])')
+    opts = {}
+    for item in rest.split(','):
+        key, eq, value = item.partition('=')
+        if not eq or not key.strip():
+            raise SystemExit(f'--variant: {item!r} in {text!r} is not KEY=VALUE')
+        try:
+            opts[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            opts[key.strip()] = value.strip()
+    return name.strip(), opts
 
 
 # ----------------------------------------------------------------------------- memory helpers
@@ -195,7 +216,7 @@ def run_ours(job):
     space = SearchSpace.build(job['space'])
     model = MODELS.build(dict(
         type='nasbnn.SandwichClassifier',
-        backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict()),
+        backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict(), **job.get('backbone', {})),
         neck=dict(type='mmpretrain.GlobalAveragePooling'),
         head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=NUM_CLASSES,
                   in_channels=max(space.stages[-1].widths)),
@@ -262,7 +283,7 @@ def run_theirs(job):
 def worker_main(job_file: str):
     with open(job_file) as f:
         job = json.load(f)
-    _serve(job, (run_ours if job['impl'] == 'ours' else run_theirs)(job))
+    _serve(job, (run_theirs if job['impl'] == 'theirs' else run_ours)(job))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -346,8 +367,12 @@ def main(argv=None):
     for s in plan:
         print(f"  step {s['iter']} students: " + ' || '.join(s['students'][1:]), flush=True)
 
-    impls = ['ours'] + (['theirs'] if args.reference else [])
+    variants = dict(parse_variant(v) for v in args.variant)
+    impls = ['ours'] + [f'ours-{n}' for n in variants] + (['theirs'] if args.reference else [])
     jobs = {impl: dict(base, impl=impl) for impl in impls}
+    for n, opts in variants.items():
+        jobs[f'ours-{n}']['backbone'] = opts
+        print(f'  ours-{n}: backbone ' + ', '.join(f'{k}={v!r}' for k, v in opts.items()), flush=True)
     if args.reference:
         jobs['theirs'].update(reference=args.reference, their_cfg=space_to_their_cfg(space))
     results = {}
@@ -378,6 +403,11 @@ def main(argv=None):
         print(f"{impl:>6}: median {r['median_s']:.3f} s/step (CPU {cpu:.3f} s), {r['img_s']:.3f} img/s, "
               f"peak memory {r['peak_timed_mib']:.0f} MiB (increase {r['peak_increase_mib']:.0f} MiB, "
               f"process ru_maxrss {r['maxrss_mib']:.0f} MiB)")
+    for n in variants:
+        v, o = results[f'ours-{n}'], results['ours']
+        ratios = ', '.join(f'{b / a:.2f}' for a, b in zip(v['times'][args.warmup:], o['times'][args.warmup:]))
+        print(f"ours-{n} vs ours: {v['img_s']:.3f} vs {o['img_s']:.3f} img/s (x{v['img_s'] / o['img_s']:.2f}), "
+              f"peak memory {v['peak_timed_mib']:.0f} vs {o['peak_timed_mib']:.0f} MiB; per step x{ratios}")
     if 'theirs' in results:
         o, t = results['ours'], results['theirs']
         print(f"ours vs theirs: {o['img_s']:.3f} vs {t['img_s']:.3f} img/s (x{o['img_s'] / t['img_s']:.2f}), "
