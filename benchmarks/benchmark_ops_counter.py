@@ -6,7 +6,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nasbnn_mm.space import SearchSpace, count_ops  # noqa: E402
+from nasbnn_mm.space import SearchSpace, count_ops
 
 
 def main():

@@ -34,12 +34,12 @@ def main():
     from nasbnn_mm.engine.search_loop import evaluate_subnet
     from nasbnn_mm.registry import MODELS
     cfg = Config.fromfile(args.config)
-    s = cfg.search_cfg
-    s.dataloader.dataset.indices = args.heldout
+    s = cfg.train_cfg  # the search loop
+    cfg.train_dataloader.dataset.indices = args.heldout
     s.calib_dataloader.batch_size = args.calib_batch_size
     DefaultScope.get_instance('benchmark_search', scope_name=cfg.default_scope)
     model = MODELS.build(cfg.model).eval()
-    heldout = Runner.build_dataloader(s.dataloader)
+    heldout = Runner.build_dataloader(cfg.train_dataloader)
     calib = Runner.build_dataloader(s.calib_dataloader, seed=0)
     from mmengine.registry import EVALUATOR
     evaluator = EVALUATOR.build(dict(type='Evaluator', metrics=s.evaluator))

@@ -17,7 +17,6 @@ through both paths with identical weights and statistics, and it counts
         work_dirs/demo/supernet/published.pth --subnets smallest largest random:2
 """
 from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -32,8 +31,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='supernet config (its test dataloader is used)')
     p.add_argument('checkpoint', help='published supernet checkpoint (weights-only)')
-    p.add_argument('--subnets', nargs='+', default=['smallest', 'largest', 'random:2'],
-                   help="'largest', 'smallest', preset names, architecture texts, 'random:N'")
+    p.add_argument(
+        '--subnets',
+        nargs='+',
+        default=['smallest', 'largest', 'random:2'],
+        help="'largest', 'smallest', preset names, architecture texts, 'random:N'")
     p.add_argument('--calib-batches', type=int, default=10)
     p.add_argument('--seed', type=int, default=0, help='seed of the random subnets and the calibration batches')
     p.add_argument('--max-batches', type=int, default=None, help='limit the test batches (default: all)')
@@ -112,18 +114,28 @@ def main(argv=None):
             model.backbone.exact_parity = False
         num_classes = getattr(model.head, 'num_classes', 1000)
         ops = count_ops(arch, 32, num_classes, space=model.space) / 1e6
-        res = dict(subnet=name, arch=arch.to_text(), ops_m=ops, images=images,
-                   top1_exact=100.0 * correct['exact'] / images, top1_fast=100.0 * correct['fast'] / images,
-                   predictions_differ=differ, flipped=sum(flips), activations=sum(totals),
-                   flipped_per_layer=flips, max_rel_logit_diff=max_rel)
+        res = dict(
+            subnet=name,
+            arch=arch.to_text(),
+            ops_m=ops,
+            images=images,
+            top1_exact=100.0 * correct['exact'] / images,
+            top1_fast=100.0 * correct['fast'] / images,
+            predictions_differ=differ,
+            flipped=sum(flips),
+            activations=sum(totals),
+            flipped_per_layer=flips,
+            max_rel_logit_diff=max_rel)
         results.append(res)
         first = next((i for i, f in enumerate(flips) if f), None)
-        print(f"{name:>9} ({ops:.3f}M OPs): top-1 exact {res['top1_exact']:.2f} / fast {res['top1_fast']:.2f} "
-              f"(diff {res['top1_fast'] - res['top1_exact']:+.2f}), {differ} of {images} predictions differ; "
-              f"flipped activations {res['flipped']:,} of {res['activations']:,} "
-              f"({100.0 * res['flipped'] / max(1, res['activations']):.4f} %), first in RSign layer "
-              f"{first if first is not None else '-'} of {n_layers}, per layer {flips}; "
-              f"max |logit diff| / max |logit| {max_rel:.2e}", flush=True)
+        print(
+            f"{name:>9} ({ops:.3f}M OPs): top-1 exact {res['top1_exact']:.2f} / fast {res['top1_fast']:.2f} "
+            f"(diff {res['top1_fast'] - res['top1_exact']:+.2f}), {differ} of {images} predictions differ; "
+            f"flipped activations {res['flipped']:,} of {res['activations']:,} "
+            f"({100.0 * res['flipped'] / max(1, res['activations']):.4f} %), first in RSign layer "
+            f"{first if first is not None else '-'} of {n_layers}, per layer {flips}; "
+            f"max |logit diff| / max |logit| {max_rel:.2e}",
+            flush=True)
     if args.out:
         from nasbnn_mm.utils.checkpoint import atomic_write_text
         atomic_write_text(args.out, json.dumps(results, indent=1))

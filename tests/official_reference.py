@@ -9,7 +9,6 @@ release's order (NCHW; BN, shortcut, ``move12`` bias, PReLU, ``move13`` bias; we
 with LSQ's ``grad_scale``), reading the authors' key names directly.
 """
 from __future__ import annotations
-
 import math
 from collections import OrderedDict
 
@@ -28,9 +27,8 @@ def official_layout(space: dict, num_classes: int = 1000):
     rows = [('biggest_cand', (n_rows, 6), torch.int64), ('smallest_cand', (n_rows, 6), torch.int64)]
 
     def bn(prefix, c):
-        return [(f'{prefix}.bn.weight', (c,), torch.float32), (f'{prefix}.bn.bias', (c,), torch.float32),
-                (f'{prefix}.bn.running_mean', (c,), torch.float32),
-                (f'{prefix}.bn.running_var', (c,), torch.float32),
+        return [(f'{prefix}.bn.weight', (c, ), torch.float32), (f'{prefix}.bn.bias', (c, ), torch.float32),
+                (f'{prefix}.bn.running_mean', (c, ), torch.float32), (f'{prefix}.bn.running_var', (c, ), torch.float32),
                 (f'{prefix}.bn.num_batches_tracked', (), torch.int64)]
 
     def lb(name, c):  # LearnableBias
@@ -39,10 +37,10 @@ def official_layout(space: dict, num_classes: int = 1000):
     c0 = max(space['stem']['widths'])
     k0 = space['stem'].get('kernel', 3)
     p = 'features.0.0'
-    rows += [(f'{p}.conv.weight', (c0, 3, k0, k0), torch.float32), (f'{p}.conv.w_scale', (c0,), torch.float32),
-             (f'{p}.conv.w_init_state', (1,), torch.float32)]
+    rows += [(f'{p}.conv.weight', (c0, 3, k0, k0), torch.float32), (f'{p}.conv.w_scale', (c0, ), torch.float32),
+             (f'{p}.conv.w_init_state', (1, ), torch.float32)]
     rows += bn(f'{p}.bn', c0) + lb(f'{p}.move1', c0)
-    rows += [(f'{p}.relu.prelu.weight', (c0,), torch.float32)] + lb(f'{p}.move2', c0)
+    rows += [(f'{p}.relu.prelu.weight', (c0, ), torch.float32)] + lb(f'{p}.move2', c0)
     prev_max = c0
     for si, s in enumerate(stages, start=1):
         co, ks, gmin = max(s['widths']), sorted(s['kernels']), min(s['groups'])
@@ -53,19 +51,19 @@ def official_layout(space: dict, num_classes: int = 1000):
             rows += lb(f'{p}.move11', ci)
             rows += [(f'{p}.binary_conv.weight', (ci, ci // gmin, kmax, kmax), torch.float32)]
             if len(ks) > 1:
-                rows += [(f'{p}.binary_conv.matrix_{kmax}to{ks[0]}', (ks[0] ** 2, ks[0] ** 2), torch.float32)]
+                rows += [(f'{p}.binary_conv.matrix_{kmax}to{ks[0]}', (ks[0]**2, ks[0]**2), torch.float32)]
             if kmax != 1:
-                rows += [(f'{p}.binary_conv.fp2bin_{kmax}', (kmax ** 2, kmax ** 2), torch.float32)]
+                rows += [(f'{p}.binary_conv.fp2bin_{kmax}', (kmax**2, kmax**2), torch.float32)]
             rows += [(f'{p}.binary_conv.scaling_factor', (ci, 1, 1, 1), torch.float32)]
             rows += bn(f'{p}.bn1', ci) + lb(f'{p}.move12', ci)
-            rows += [(f'{p}.prelu1.prelu.weight', (ci,), torch.float32)]
+            rows += [(f'{p}.prelu1.prelu.weight', (ci, ), torch.float32)]
             rows += lb(f'{p}.move13', ci) + lb(f'{p}.move21', ci)
             rows += [(f'{p}.binary_conv1x1.weight', (co, ci, 1, 1), torch.float32),
                      (f'{p}.binary_conv1x1.scaling_factor', (co, 1, 1, 1), torch.float32)]
             rows += bn(f'{p}.bn2', co) + lb(f'{p}.move22', co)
-            rows += [(f'{p}.prelu2.prelu.weight', (co,), torch.float32)] + lb(f'{p}.move23', co)
+            rows += [(f'{p}.prelu2.prelu.weight', (co, ), torch.float32)] + lb(f'{p}.move23', co)
         prev_max = co
-    rows += [('fc.weight', (num_classes, prev_max), torch.float32), ('fc.bias', (num_classes,), torch.float32)]
+    rows += [('fc.weight', (num_classes, prev_max), torch.float32), ('fc.bias', (num_classes, ), torch.float32)]
     return rows
 
 
@@ -171,8 +169,8 @@ def _active_filter(weight, inp, oup, ks, groups, ks_list, mats):
             f = f.view(f.size(0), f.size(1), -1)
             f = f.view(-1, f.size(2))
             f = F.linear(f, mats[f'matrix_{src_ks}to{target_ks}'])
-            f = f.view(filters.size(0), filters.size(1), target_ks ** 2).view(
-                filters.size(0), filters.size(1), target_ks, target_ks)
+            f = f.view(filters.size(0), filters.size(1),
+                       target_ks**2).view(filters.size(0), filters.size(1), target_ks, target_ks)
             start_filter = f
         filters = start_filter
     sub_filters = torch.chunk(filters, groups, dim=0)
@@ -193,8 +191,8 @@ def _bin_conv(sd, p, x, oup, ks, groups, ks_list, stride, is_bin):
     weight = _active_filter(sd[p + 'weight'], inp, oup, ks, groups, ks_list, mats)
     if is_bin and ks > 1 and ks == max(ks_list):  # fp2bin_filter
         oc, ic = weight.shape[:2]
-        weight = F.linear(weight.view(oc, ic, -1).view(-1, ks ** 2), sd[f'{p}fp2bin_{ks}'])
-        weight = weight.view(oc, ic, ks ** 2).view(oc, ic, ks, ks)
+        weight = F.linear(weight.view(oc, ic, -1).view(-1, ks**2), sd[f'{p}fp2bin_{ks}'])
+        weight = weight.view(oc, ic, ks**2).view(oc, ic, ks, ks)
     weight = weight.contiguous()
     w_mean = weight.mean(dim=(1, 2, 3), keepdim=True)
     w_std = weight.std(dim=(1, 2, 3), keepdim=True)
@@ -232,7 +230,11 @@ def _adaptive_add(src, residual):  # _utils.adaptive_add
     return src + torch.cat([residual for _ in range(round(src_c / residual_c + 0.5))], dim=1)[:, :src_c]
 
 
-def reference_logits(official_sd, space: dict, arch, x: torch.Tensor, teacher: bool = False,
+def reference_logits(official_sd,
+                     space: dict,
+                     arch,
+                     x: torch.Tensor,
+                     teacher: bool = False,
                      training: bool = False) -> torch.Tensor:
     """Logits of the authors' SuperBNN for ``arch`` (our Architecture) on ``x`` (NCHW).
 

@@ -42,7 +42,7 @@ class ToyModel(BaseModel):
     def forward(self, inputs, targets=None, mode='tensor'):
         out = self.linear(inputs).squeeze(1)
         if mode == 'loss':
-            return dict(loss=((out - targets) ** 2).mean())
+            return dict(loss=((out - targets)**2).mean())
         return out
 
 
@@ -78,7 +78,10 @@ class StateRecorder(Hook):
             iter=runner.iter,
             hub_iter=runner.message_hub.get_info('iter'),
             hub_scalars=set(runner.message_hub.log_scalars),
-            state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+            state_dict={
+                k: v.detach().clone()
+                for k, v in model.state_dict().items()
+            },
             optim_state=pickle.loads(pickle.dumps(runner.optim_wrapper.optimizer.state_dict())))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
@@ -98,8 +101,9 @@ def _runner_kwargs(work_dir, max_iters, resume=False, **kw):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=1000),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
         default_scope='mmengine',
         randomness=dict(seed=0),
         resume=resume,
@@ -281,13 +285,14 @@ def test_runner_fully_unpickles_inside_work_dir(tmp_path):
 
 
 def _cfg_runner(tmp_path, **extra):
-    cfg = Config(dict(
-        model=dict(type=f'{TEST_SCOPE}.ToyModel'),
-        work_dir=str(tmp_path / 'cfg_work_dir'),
-        experiment_name=f'test_ckpt_cfg_{uuid.uuid4().hex}',
-        default_scope='mmengine',
-        log_level='WARNING',
-        **extra))
+    cfg = Config(
+        dict(
+            model=dict(type=f'{TEST_SCOPE}.ToyModel'),
+            work_dir=str(tmp_path / 'cfg_work_dir'),
+            experiment_name=f'test_ckpt_cfg_{uuid.uuid4().hex}',
+            default_scope='mmengine',
+            log_level='WARNING',
+            **extra))
     return NASBNNRunner.from_cfg(cfg)
 
 

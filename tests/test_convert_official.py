@@ -12,12 +12,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from official_reference import official_layout, official_state_dict  # noqa: F401
 
 from nasbnn_mm.ops import normalize_weight
 from nasbnn_mm.space import TABLE1_SPACE, SearchSpace
 from nasbnn_mm.utils.checkpoint import load_checkpoint_file
-
-from official_reference import official_layout, official_state_dict  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, 'tools', 'convert_official_checkpoint.py')
@@ -34,19 +33,32 @@ def expected_source(key: str, space: dict):
         return None
     if key.startswith('head.'):
         return key[len('head.'):]
-    stem = {'conv.weight': 'conv.weight', 'conv.step': 'conv.w_scale', 'act.bias_in': 'move1.bias',
-            'act.slope': 'relu.prelu.weight', 'act.bias_out': 'move2.bias'}
+    stem = {
+        'conv.weight': 'conv.weight',
+        'conv.step': 'conv.w_scale',
+        'act.bias_in': 'move1.bias',
+        'act.slope': 'relu.prelu.weight',
+        'act.bias_out': 'move2.bias'
+    }
     if key.startswith('backbone.stem.'):
         rest = key[len('backbone.stem.'):]
         return 'features.0.0.' + (stem[rest] if rest in stem else 'bn.' + rest)
     _, _, s, b, rest = key.split('.', 4)
     ks = sorted(space['stages'][int(s)]['kernels'])
-    block = {'sign1.bias': 'move11.bias', 'conv_kxk.weight': 'binary_conv.weight',
-             'conv_kxk.kernel_transforms.k3': 'binary_conv.matrix_5to3',
-             'conv_kxk.bi_transform': f'binary_conv.fp2bin_{ks[-1]}',
-             'act1.bias_in': 'move12.bias', 'act1.slope': 'prelu1.prelu.weight', 'act1.bias_out': 'move13.bias',
-             'sign2.bias': 'move21.bias', 'conv_1x1.weight': 'binary_conv1x1.weight',
-             'act2.bias_in': 'move22.bias', 'act2.slope': 'prelu2.prelu.weight', 'act2.bias_out': 'move23.bias'}
+    block = {
+        'sign1.bias': 'move11.bias',
+        'conv_kxk.weight': 'binary_conv.weight',
+        'conv_kxk.kernel_transforms.k3': 'binary_conv.matrix_5to3',
+        'conv_kxk.bi_transform': f'binary_conv.fp2bin_{ks[-1]}',
+        'act1.bias_in': 'move12.bias',
+        'act1.slope': 'prelu1.prelu.weight',
+        'act1.bias_out': 'move13.bias',
+        'sign2.bias': 'move21.bias',
+        'conv_1x1.weight': 'binary_conv1x1.weight',
+        'act2.bias_in': 'move22.bias',
+        'act2.slope': 'prelu2.prelu.weight',
+        'act2.bias_out': 'move23.bias'
+    }
     if rest in block:
         tail = block[rest]
     else:
@@ -92,8 +104,7 @@ def test_official_layout_matches_documented_counts(table1_official):
     # 516 entries (notes on the release, section 3); 66,508,159 learnable elements
     assert len(table1_official) == 516
     learnable = sum(v.numel() for k, v in table1_official.items()
-                    if not any(s in k for s in ('running_', 'num_batches', 'scaling_factor', 'w_init_state',
-                                                '_cand')))
+                    if not any(s in k for s in ('running_', 'num_batches', 'scaling_factor', 'w_init_state', '_cand')))
     assert learnable == 66_508_159
     assert table1_official['module.features.4.1.binary_conv.weight'].shape == (768, 192, 5, 5)
     assert table1_official['module.features.3.0.binary_conv.weight'].shape == (192, 96, 5, 5)
@@ -144,8 +155,8 @@ def test_missing_key_error(table1_official):
 def test_wrong_shape_error(table1_official):
     sd = OrderedDict(table1_official)
     sd['module.features.2.1.binary_conv.weight'] = torch.zeros(192, 192, 3, 3)
-    _one_line_error(lambda: conv.convert_state_dict(sd), "'module.features.2.1.binary_conv.weight'",
-                    '(192, 192, 3, 3)', '(192, 192, 5, 5)')
+    _one_line_error(lambda: conv.convert_state_dict(sd), "'module.features.2.1.binary_conv.weight'", '(192, 192, 3, 3)',
+                    '(192, 192, 5, 5)')
     sd = OrderedDict(table1_official)
     sd['module.features.0.0.move1.bias'] = torch.zeros(48)  # LearnableBias must be (1, C, 1, 1)
     _one_line_error(lambda: conv.convert_state_dict(sd), "'module.features.0.0.move1.bias'")
@@ -154,8 +165,7 @@ def test_wrong_shape_error(table1_official):
 def test_unexpected_key_error(table1_official):
     sd = OrderedDict(table1_official)
     sd['module.features.1.0.binary_conv.matrix_7to5'] = torch.eye(25)
-    _one_line_error(lambda: conv.convert_state_dict(sd), "'module.features.1.0.binary_conv.matrix_7to5'",
-                    'unexpected')
+    _one_line_error(lambda: conv.convert_state_dict(sd), "'module.features.1.0.binary_conv.matrix_7to5'", 'unexpected')
 
 
 # ----------------------------------------------------------------------------- small space, CLI
@@ -183,8 +193,12 @@ def test_cli_small_file(tmp_path, small_space):
     src = tmp_path / 'checkpoint.pth.tar'
     torch.save({'epoch': 7, 'arch': 'superbnn', 'state_dict': sd}, src)
     dst = tmp_path / 'out' / 'converted.pth'
-    r = subprocess.run([sys.executable, TOOL, str(src), str(dst), '--space', SMALL_SPACE_CFG],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, TOOL, str(src), str(dst), '--space', SMALL_SPACE_CFG],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120)
     assert r.returncode == 0, r.stderr
     assert 'module.biggest_cand' in r.stdout and 'module.features.0.0.conv.w_init_state' in r.stdout
     assert 'wn_unbiased=True' in r.stdout
@@ -226,6 +240,6 @@ def test_normalize_weight_unbiased_matches_release_formula():
     w = torch.randn(6, 4, 3, 3, dtype=torch.float64)
     ref = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / w.std(dim=(1, 2, 3), keepdim=True)
     assert torch.allclose(normalize_weight(w, 0.0, unbiased=True), ref, rtol=0, atol=1e-12)
-    biased = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / torch.sqrt(
-        w.var(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5)
+    biased = (w - w.mean(dim=(1, 2, 3),
+                         keepdim=True)) / torch.sqrt(w.var(dim=(1, 2, 3), keepdim=True, unbiased=False) + 1e-5)
     assert torch.allclose(normalize_weight(w), biased, rtol=0, atol=1e-12)  # default unchanged

@@ -32,9 +32,16 @@ def test_summary_table_and_learning_evidence(tmp_path, capsys):
     d = demo.Demo(demo.parse_args(['--work-dir', str(tmp_path)]))
     (tmp_path / 'logs' / 'supernet.log').write_text(SUPERNET_LOG)
     (tmp_path / 'logs' / 'detector_train.log').write_text(DET_LOG)
-    rows = [dict(arch='c8_k3_g1 | c16_k3_g1', ops_m=0.069, search_heldout_top1=36.0, p1_top1=35.81, p2_top1=36.98),
-            dict(arch='c16_k3_g1 | c24_k3_g1', ops_m=0.47, search_heldout_top1=38.6, p1_top1=43.36, p2_top1=45.42,
-                 det_bbox_mAP=0.002)]
+    rows = [
+        dict(arch='c8_k3_g1 | c16_k3_g1', ops_m=0.069, search_heldout_top1=36.0, p1_top1=35.81, p2_top1=36.98),
+        dict(
+            arch='c16_k3_g1 | c24_k3_g1',
+            ops_m=0.47,
+            search_heldout_top1=38.6,
+            p1_top1=43.36,
+            p2_top1=45.42,
+            det_bbox_mAP=0.002)
+    ]
     d.write_summary(rows, {'coco/bbox_mAP': 0.002, 'coco/bbox_mAP_50': 0.01})
     text = (tmp_path / 'summary.md').read_text()
     assert '| `c8_k3_g1 \\| c16_k3_g1` | 0.069 | 36.00 | 35.81 | 36.98 | — |' in text
@@ -43,8 +50,8 @@ def test_summary_table_and_learning_evidence(tmp_path, capsys):
             'smallest 36.83 % (chance 10 %)') in text
     assert 'loss 1.34 -> 0.88; coco_small val bbox mAP 0.002, mAP@50 0.010' in text
     learning = json.loads((tmp_path / 'summary.json').read_text())['learning']
-    assert learning['supernet'] == dict(loss_first=8.731, loss_last=7.4572, largest_test_top1=43.16,
-                                        smallest_test_top1=36.83)
+    assert learning['supernet'] == dict(
+        loss_first=8.731, loss_last=7.4572, largest_test_top1=43.16, smallest_test_top1=36.83)
     assert learning['detector_train'] == dict(loss_first=1.3442, loss_last=0.8796)
 
 

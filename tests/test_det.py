@@ -92,9 +92,12 @@ def test_frozen_stages_and_norm_eval_like_resnet():
 def test_architecture_from_a_pareto_file(tmp_path):
     a, b = SMALL_SPACE.smallest().to_text(), SMALL_SPACE.largest().to_text()
     path = tmp_path / 'pareto.json'
-    path.write_text(json.dumps(dict(front=[dict(bin=10, arch=a, ops=9.8, acc=50.0),
-                                           dict(bin=20, arch=b, ops=20.3, acc=60.0)],
-                                    search_space=SMALL_SPACE.to_dict())))
+    path.write_text(
+        json.dumps(
+            dict(
+                front=[dict(bin=10, arch=a, ops=9.8, acc=50.0),
+                       dict(bin=20, arch=b, ops=20.3, acc=60.0)],
+                search_space=SMALL_SPACE.to_dict())))
     bb = NASBNNDetBackbone(pareto=str(path), ops=20)  # the space comes from the pareto file
     assert bb.arch.to_text() == b and bb.space == SMALL_SPACE
     assert fpn_in_channels(pareto=str(path), ops=10) == list(SMALL_SPACE.smallest().stage_out_channels[1:])
@@ -110,14 +113,19 @@ def test_architecture_from_a_pareto_file(tmp_path):
 @pytest.mark.parametrize('seed', [0, 1])
 def test_inherited_backbone_equals_supernet_features(tmp_path, seed):
     from mmdet.registry import MODELS
+
     # float64 throughout: two computations of the same subnet agree to rounding (a float32 rounding
     # difference could flip a binary activation, and float32 differs across CPUs)
     sn = _randomised_supernet(seed).double()
     ckpt = _publish_supernet(sn, tmp_path / 'published.pth')
     import random
     arch = SMALL_SPACE.sample(random.Random(seed))
-    bb = MODELS.build(dict(type='mmdet.NASBNNDetBackbone', arch=arch.to_text(), search_space=SMALL_SPACE.to_dict(),
-                           init_cfg=dict(type='nasbnn.InheritFromSupernet', checkpoint=ckpt))).double()
+    bb = MODELS.build(
+        dict(
+            type='mmdet.NASBNNDetBackbone',
+            arch=arch.to_text(),
+            search_space=SMALL_SPACE.to_dict(),
+            init_cfg=dict(type='nasbnn.InheritFromSupernet', checkpoint=ckpt))).double()
     bb.init_weights()
     bb.eval()
     sn.set_subnet(arch, 'binary')
@@ -129,10 +137,17 @@ def test_inherited_backbone_equals_supernet_features(tmp_path, seed):
         assert r.shape == g.shape
         assert (g - r).abs().max() <= 1e-10 * r.abs().max()
     # the static subnet's own checkpoint (exported subnet / trained detector) round-trips too
-    sub = publish_checkpoint({'backbone.' + k: v for k, v in bb.state_dict().items()}, str(tmp_path / 'sub.pth'),
-                             {'arch': arch.to_text(), 'wn_eps': 1e-5, 'wn_unbiased': False})
-    bb2 = NASBNNDetBackbone(arch.to_text(), SMALL_SPACE.to_dict(),
-                            init_cfg=dict(type='nasbnn.InheritFromSupernet', checkpoint=sub)).double()
+    sub = publish_checkpoint({
+        'backbone.' + k: v
+        for k, v in bb.state_dict().items()
+    }, str(tmp_path / 'sub.pth'), {
+        'arch': arch.to_text(),
+        'wn_eps': 1e-5,
+        'wn_unbiased': False
+    })
+    bb2 = NASBNNDetBackbone(
+        arch.to_text(), SMALL_SPACE.to_dict(), init_cfg=dict(type='nasbnn.InheritFromSupernet',
+                                                             checkpoint=sub)).double()
     bb2.init_weights()
     with torch.no_grad():
         torch.testing.assert_close(bb2.eval()(x)[-1], got[-1], rtol=0, atol=0)
@@ -141,8 +156,10 @@ def test_inherited_backbone_equals_supernet_features(tmp_path, seed):
 def test_mismatched_checkpoints_name_the_first_tensor(tmp_path):
     sn = _randomised_supernet()
     bb = NASBNNDetBackbone(SMALL_SPACE.smallest(), SMALL_SPACE.to_dict())
-    sub = publish_checkpoint({'backbone.' + k: v for k, v in bb.state_dict().items()}, str(tmp_path / 'sub.pth'),
-                             {'arch': SMALL_SPACE.smallest().to_text()})
+    sub = publish_checkpoint({
+        'backbone.' + k: v
+        for k, v in bb.state_dict().items()
+    }, str(tmp_path / 'sub.pth'), {'arch': SMALL_SPACE.smallest().to_text()})
     init = dict(type='nasbnn.InheritFromSupernet', checkpoint=sub)
     # another architecture of the same space: the stem is wider
     other = NASBNNDetBackbone('largest', SMALL_SPACE.to_dict(), init_cfg=init)
@@ -201,8 +218,10 @@ def test_detector_flops_match_mmengine_flop_analyzer():
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(CPU_CONFIG)
     for extra in (False, 'on_input'):
-        mcfg = dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None),
-                    neck=dict(cfg.model.neck, add_extra_convs=extra))
+        mcfg = dict(
+            cfg.model,
+            backbone=dict(cfg.model.backbone, init_cfg=None),
+            neck=dict(cfg.model.neck, add_extra_convs=extra))
         model = MODELS.build(mcfg).eval()
         rep = detector_ops(mcfg, (120, 190))  # padded to 128x192
         assert rep['padded_size'] == [128, 192]
@@ -221,6 +240,7 @@ def test_detector_flops_match_mmengine_flop_analyzer():
         rois = torch.randn(7, 64, 7, 7)
         assert rep['roi_flops'] == macs(model.roi_head.bbox_head, (rois, )) // 7 * 300
     from nasbnn_mm.space import profile_arch
+
     # the backbone is counted at the detector's strides (not the CIFAR space's) and without classifier
     assert model.backbone.space.stem.stride == 2
     assert rep['backbone_ops'] == profile_arch(model.backbone.arch, (128, 192), 0, model.backbone.space).ops
@@ -235,18 +255,23 @@ def test_count_ops_tool_reports_detector_ops(capsys):
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rep['img_size'] == [320, 480] and rep['proposals'] == 300
     assert rep['ops'] == rep['backbone_ops'] + rep['neck_flops'] + rep['rpn_flops'] + rep['roi_flops']
-    assert tool.main(['A', '--det-config', 'configs/coco/faster-rcnn_nasbnn-f_fpn_1x_coco.py', '--img-size', '800x1333']) == 0
+    assert tool.main(
+        ['A', '--det-config', 'configs/coco/faster-rcnn_nasbnn-f_fpn_1x_coco.py', '--img-size', '800x1333']) == 0
     out = capsys.readouterr().out
     assert 'input      800x1333 (padded 800x1344)' in out and '(1000 proposals x 14.30M)' in out
     assert f'arch       {get_preset("A").to_text()}' in out
 
 
 # ---------------------------------------------------------------------------------- train / test tools
-FAST = ['train_cfg.max_iters=2', 'train_cfg.val_begin=100', 'train_dataloader.dataset.indices=4',
-        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-        'train_dataloader.dataset.pipeline.2.scale=(192,128)', 'default_hooks.logger.interval=1']
-TEST_FAST = ['test_dataloader.dataset.indices=6', 'test_dataloader.num_workers=0',
-             'test_dataloader.persistent_workers=False', 'test_dataloader.dataset.pipeline.1.scale=(192,128)']
+FAST = [
+    'train_cfg.max_iters=2', 'train_cfg.val_begin=100', 'train_dataloader.dataset.indices=4',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+    'train_dataloader.dataset.pipeline.2.scale=(192,128)', 'default_hooks.logger.interval=1'
+]
+TEST_FAST = [
+    'test_dataloader.dataset.indices=6', 'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
+    'test_dataloader.dataset.pipeline.1.scale=(192,128)'
+]
 
 
 @pytest.fixture(scope='module')
@@ -256,9 +281,14 @@ def trained_detector(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('det')
     ckpt = _publish_supernet(_randomised_supernet(), tmp / 'supernet.pth')
     work = tmp / 'train'
-    out = subprocess.run([sys.executable, 'tools/train.py', CPU_CONFIG, '--work-dir', str(work), '--cfg-options',
-                          f'model.backbone.init_cfg.checkpoint={ckpt}', *FAST],
-                         capture_output=True, text=True, timeout=600, env=TOOL_ENV)
+    out = subprocess.run([
+        sys.executable, 'tools/train.py', CPU_CONFIG, '--work-dir',
+        str(work), '--cfg-options', f'model.backbone.init_cfg.checkpoint={ckpt}', *FAST
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=600,
+                         env=TOOL_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     return work, out.stdout + out.stderr
 
@@ -281,9 +311,14 @@ def test_mismatched_supernet_fails_the_train_tool_in_one_line(tmp_path):
     ckpt = _publish_supernet(_randomised_supernet(), tmp_path / 'sn.pth')
     # the Table-1 preset A in the CPU detector, with the CIFAR-space supernet (the tool derives the FPN channels)
     table1_a = ['model.backbone.strides=None', 'model.backbone.search_space=None', 'model.backbone.arch=A']
-    out = subprocess.run([sys.executable, 'tools/train.py', CPU_CONFIG, '--work-dir', str(tmp_path / 'w'),
-                          '--cfg-options', f'model.backbone.init_cfg.checkpoint={ckpt}', *table1_a, *FAST],
-                         capture_output=True, text=True, timeout=600, env=TOOL_ENV)
+    out = subprocess.run([
+        sys.executable, 'tools/train.py', CPU_CONFIG, '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options', f'model.backbone.init_cfg.checkpoint={ckpt}', *table1_a, *FAST
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=600,
+                         env=TOOL_ENV)
     assert out.returncode == 2, out.stderr[-2000:]
     # one line (library warnings such as pkg_resources' may precede it), no traceback
     assert 'Traceback' not in out.stderr
@@ -298,10 +333,16 @@ def test_test_tool_coco_metric_equals_pycocotools(trained_detector, tmp_path):
     work, _ = trained_detector
     metrics_json = tmp_path / 'metrics.json'
     prefix = tmp_path / 'preds'
-    out = subprocess.run([sys.executable, 'tools/test.py', CPU_CONFIG, str(work / 'published.pth'), '--work-dir',
-                          str(tmp_path / 'test'), '--out', str(metrics_json), '--cfg-options', *TEST_FAST,
-                          f'test_evaluator.outfile_prefix={prefix}'],
-                         capture_output=True, text=True, timeout=600, env=TOOL_ENV)
+    out = subprocess.run([
+        sys.executable, 'tools/test.py', CPU_CONFIG,
+        str(work / 'published.pth'), '--work-dir',
+        str(tmp_path / 'test'), '--out',
+        str(metrics_json), '--cfg-options', *TEST_FAST, f'test_evaluator.outfile_prefix={prefix}'
+    ],
+                         capture_output=True,
+                         text=True,
+                         timeout=600,
+                         env=TOOL_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads(metrics_json.read_text())
     keys = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
@@ -338,8 +379,10 @@ def test_config_metric_equals_pycocotools_on_nontrivial_predictions(tmp_path):
         boxes = [[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2], a['bbox'][1] + a['bbox'][3]] for a in anns]
         boxes = np.array(boxes + [[10, 10, 60, 90]], dtype=np.float32)  # plus a false positive
         boxes += rng.normal(0, 4, boxes.shape).astype(np.float32)
-        pred = dict(bboxes=torch.from_numpy(boxes), scores=torch.from_numpy(rng.uniform(0.1, 1, len(boxes))).float(),
-                    labels=torch.zeros(len(boxes), dtype=torch.long))
+        pred = dict(
+            bboxes=torch.from_numpy(boxes),
+            scores=torch.from_numpy(rng.uniform(0.1, 1, len(boxes))).float(),
+            labels=torch.zeros(len(boxes), dtype=torch.long))
         metric.process({}, [dict(img_id=img_id, pred_instances=pred, ori_shape=(480, 640))])
     got = metric.evaluate(len(gt.getImgIds()))
     ev = COCOeval(gt, gt.loadRes(str(tmp_path / 'p.bbox.json')), 'bbox')
@@ -356,9 +399,9 @@ def test_tools_recompute_fpn_channels_after_an_arch_override():
     """--cfg-options model.backbone.arch=A on the NAS-BNN-D detector config: the FPN follows."""
     import argparse
 
-    from nasbnn_mm.utils.cli import load_tool_config
-    args = argparse.Namespace(cfg_options={'model.backbone.arch': 'A'}, work_dir=None, trust_checkpoint=False,
-                              launcher='none', local_rank=0)
+    from nasbnn_mm.apis import load_tool_config
+    args = argparse.Namespace(
+        cfg_options={'model.backbone.arch': 'A'}, work_dir=None, trust_checkpoint=False, launcher='none', local_rank=0)
     cfg = load_tool_config(args, 'configs/coco/faster-rcnn_nasbnn-d_fpn_1x_coco.py')
     assert cfg.model.backbone.arch == 'A'
     assert list(cfg.model.neck.in_channels) == fpn_in_channels(arch='A') != fpn_in_channels(arch='D')

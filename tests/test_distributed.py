@@ -8,8 +8,9 @@ import sys
 import pytest
 
 DATA = os.environ.get('NASBNN_DATA', os.path.join('..', 'shared', 'data'))
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(DATA, 'cifar10_jpg.tar.gz')),
-                                reason=f'shared data missing at {DATA} (set NASBNN_DATA)')
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(DATA, 'cifar10_jpg.tar.gz')),
+    reason=f'shared data missing at {DATA} (set NASBNN_DATA)')
 
 
 def _port():
@@ -19,17 +20,23 @@ def _port():
 
 
 def _torchrun(nproc, *args, timeout=900):
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(nproc), '--master_addr',
-           '127.0.0.1', '--master_port', _port(), *args, '--launcher', 'pytorch']
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    cmd = [
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
+        str(nproc), '--master_addr', '127.0.0.1', '--master_port',
+        _port(), *args, '--launcher', 'pytorch'
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, OMP_NUM_THREADS='1'))
 
 
 def test_two_process_supernet_training_keeps_ranks_in_lockstep(tmp_path):
-    fast = ['train_dataloader.dataset.indices=256', 'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
-            'train_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1',
-            'train_cfg.val_interval=100000', 'train_cfg.max_iters=3', 'custom_hooks.1.interval=1']
-    out = _torchrun(2, 'tools/train.py', 'configs/cifar10/nasbnn-supernet_cifar-small_cifar10.py',
-                    '--work-dir', str(tmp_path), '--cfg-options', *fast)
+    fast = [
+        'train_dataloader.dataset.indices=256', 'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1', 'train_cfg.val_interval=100000',
+        'train_cfg.max_iters=3', 'custom_hooks.1.interval=1'
+    ]
+    out = _torchrun(2, 'tools/train.py', 'configs/cifar10/nasbnn-supernet_cifar-small_cifar10.py', '--work-dir',
+                    str(tmp_path), '--cfg-options', *fast)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-4000:]
     # DistSyncCheckHook compared the sandwich subnets of every iteration and the final weights
@@ -41,9 +48,12 @@ def test_two_process_supernet_training_keeps_ranks_in_lockstep(tmp_path):
 def test_two_process_search_gives_the_single_process_front(tmp_path):
     from test_search import CONFIG, SMALL, publish_random_supernet
     ckpt = publish_random_supernet(tmp_path / 'supernet.pth', seed=1)
-    opts = ['--cfg-options', *SMALL, 'search_cfg.max_generations=1']
-    one = subprocess.run([sys.executable, 'tools/search.py', CONFIG, ckpt, '--work-dir', str(tmp_path / 'one'), *opts],
-                         capture_output=True, text=True, timeout=900)
+    opts = ['--cfg-options', *SMALL, 'train_cfg.max_generations=1']
+    one = subprocess.run([sys.executable, 'tools/search.py', CONFIG, ckpt, '--work-dir',
+                          str(tmp_path / 'one'), *opts],
+                         capture_output=True,
+                         text=True,
+                         timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
     two = _torchrun(2, 'tools/search.py', CONFIG, ckpt, '--work-dir', str(tmp_path / 'two'), *opts)
     assert two.returncode == 0, (two.stdout + two.stderr)[-4000:]

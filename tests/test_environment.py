@@ -27,10 +27,12 @@ def test_versions(name):
 
 def test_mmcv_nms_cpu():
     from mmcv.ops import nms
-    boxes = torch.tensor([[0., 0., 10., 10.],     # kept (best score)
-                          [1., 1., 11., 11.],     # IoU 81/119 = 0.68 with box 0 -> suppressed
-                          [20., 20., 30., 30.],   # disjoint -> kept
-                          [0., 0., 10., 9.]])     # IoU 0.9 with box 0 -> suppressed
+    boxes = torch.tensor([
+        [0., 0., 10., 10.],  # kept (best score)
+        [1., 1., 11., 11.],  # IoU 81/119 = 0.68 with box 0 -> suppressed
+        [20., 20., 30., 30.],  # disjoint -> kept
+        [0., 0., 10., 9.]
+    ])  # IoU 0.9 with box 0 -> suppressed
     scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
     dets, keep = nms(boxes, scores, iou_threshold=0.5)
     assert keep.tolist() == [3, 2]
@@ -50,7 +52,7 @@ def test_mmcv_roi_align_cpu():
     out = roi_align(feats, rois)
     assert out.shape == (2, 3, 2, 2)
     expected0 = torch.tensor([[4.5, 6.5], [20.5, 22.5]])  # bin centres at (0.5|2.5) in pixel index coords
-    expected1 = 2 * (expected0 + 8 * 2 + 2)               # roi shifted by 2 in x and y, batch 1 doubled
+    expected1 = 2 * (expected0 + 8 * 2 + 2)  # roi shifted by 2 in x and y, batch 1 doubled
     torch.testing.assert_close(out[0], expected0.expand(3, 2, 2))
     torch.testing.assert_close(out[1], expected1.expand(3, 2, 2))
 
@@ -67,8 +69,10 @@ def test_mmdet_mmpretrain_import():
 
 # --------------------------------------------------------------------------- nasbnn_mm registries
 
-REGISTRY_NAMES = ['MODELS', 'LOOPS', 'HOOKS', 'RUNNERS', 'MODEL_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
-                  'WEIGHT_INITIALIZERS', 'DATASETS', 'TRANSFORMS', 'METRICS']
+# the registries something registers into (nasbnn_mm/registry.py)
+REGISTRY_NAMES = [
+    'MODELS', 'LOOPS', 'HOOKS', 'RUNNERS', 'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'DATASETS', 'DATA_SAMPLERS'
+]
 
 
 @pytest.mark.parametrize('name', REGISTRY_NAMES)
@@ -112,14 +116,15 @@ def test_mmengine_runners_build_nasbnn_runner(tmp_path):
     from mmengine.registry import RUNNERS
 
     from nasbnn_mm.engine import NASBNNRunner
-    cfg = Config(dict(
-        runner_type='nasbnn.NASBNNRunner',
-        model=dict(type='nasbnn_envtest.EnvToyModel'),
-        work_dir=str(tmp_path),
-        experiment_name=f'test_env_{uuid.uuid4().hex}',
-        default_scope='mmengine',
-        log_level='WARNING',
-        trust_checkpoint=True))
+    cfg = Config(
+        dict(
+            runner_type='nasbnn.NASBNNRunner',
+            model=dict(type='nasbnn_envtest.EnvToyModel'),
+            work_dir=str(tmp_path),
+            experiment_name=f'test_env_{uuid.uuid4().hex}',
+            default_scope='mmengine',
+            log_level='WARNING',
+            trust_checkpoint=True))
     runner = RUNNERS.build(cfg)
     assert type(runner) is NASBNNRunner
     assert isinstance(runner.model, EnvToyModel)

@@ -10,12 +10,12 @@ import pytest
 from mmpretrain.datasets import CustomDataset
 
 from nasbnn_mm.datasets import ArchiveImageFolder, extract_archive
-from nasbnn_mm.datasets.heldout_split import (HELDOUT_FILE, TRAIN_FILE, HeldoutSplitError, IMG_EXTENSIONS,
+from nasbnn_mm.datasets.heldout_split import (HELDOUT_FILE, IMG_EXTENSIONS, TRAIN_FILE, HeldoutSplitError,
                                               write_heldout_split)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR_ARCHIVE = os.path.join(os.environ.get('NASBNN_DATA', os.path.join(ROOT, '..', 'shared', 'data')),
-                             'cifar10_jpg.tar.gz')
+CIFAR_ARCHIVE = os.path.join(
+    os.environ.get('NASBNN_DATA', os.path.join(ROOT, '..', 'shared', 'data')), 'cifar10_jpg.tar.gz')
 # ImageNet-like: wnid folders, .JPEG names; uneven class sizes
 CLASS_SIZES = {'n01440764': 12, 'n01443537': 9, 'n01484850': 15, 'n01491361': 10}
 
@@ -74,6 +74,7 @@ def test_split_is_exact_disjoint_complete_and_labelled_like_custom_dataset(tiny_
 
 
 def test_deterministic_by_seed_and_independent_of_listing_order(tiny_root, tmp_path, monkeypatch):
+
     def read(d):
         return {n: open(os.path.join(d, n)).read() for n in (TRAIN_FILE, HELDOUT_FILE)}
 
@@ -129,8 +130,9 @@ def test_tool_on_archive_loads_with_archive_image_folder(tiny_root, tmp_path, ca
     with pytest.raises(FileNotFoundError, match='tools/split_heldout.py --archive'):
         ArchiveImageFolder(archive=archive, split='train', ann_file='meta/other.txt', cache_dir=cache)
     # CLI errors: one line on stderr, exit status 2
-    for argv, msg in ((['--archive', archive, '--cache-dir', cache, '--per-class', '99'], 'per_class: 99'),
-                      ([], 'exactly one of'), ([tiny_root, '--archive', archive], 'exactly one of')):
+    for argv, msg in ((['--archive', archive, '--cache-dir', cache, '--per-class',
+                        '99'], 'per_class: 99'), ([], 'exactly one of'), ([tiny_root, '--archive',
+                                                                           archive], 'exactly one of')):
         with pytest.raises(SystemExit) as e:
             _tool().main(argv)
         assert e.value.code == 2
@@ -138,16 +140,20 @@ def test_tool_on_archive_loads_with_archive_image_folder(tiny_root, tmp_path, ca
         assert msg in err[-1]
 
 
-@pytest.mark.skipif(not os.path.isfile(CIFAR_ARCHIVE),
-                    reason=f'shared CIFAR-10 archive not found at {CIFAR_ARCHIVE} (set NASBNN_DATA)')
+@pytest.mark.skipif(
+    not os.path.isfile(CIFAR_ARCHIVE), reason=f'shared CIFAR-10 archive not found at {CIFAR_ARCHIVE} (set NASBNN_DATA)')
 def test_real_cifar10_archive(tmp_path):
     root = extract_archive(CIFAR_ARCHIVE)  # unpacked once into the project cache
     res = write_heldout_split(root, per_class=50, seed=0, out_dir=str(tmp_path))
     assert (res.num_heldout, res.num_train) == (500, 49500)
     held = _lines(res.heldout_file)
     assert collections.Counter(int(lb) for _, lb in held) == {i: 50 for i in range(10)}
-    ds = ArchiveImageFolder(archive=CIFAR_ARCHIVE, split='train', ann_file=res.heldout_file,
-                            pipeline=[dict(type='mmpretrain.LoadImageFromFile'), dict(type='mmpretrain.PackInputs')])
+    ds = ArchiveImageFolder(
+        archive=CIFAR_ARCHIVE,
+        split='train',
+        ann_file=res.heldout_file,
+        pipeline=[dict(type='mmpretrain.LoadImageFromFile'),
+                  dict(type='mmpretrain.PackInputs')])
     folder = ArchiveImageFolder(archive=CIFAR_ARCHIVE, split='train', lazy_init=True)
     label_of = {d['img_path']: d['gt_label'] for d in folder.load_data_list()}
     assert len(label_of) == 50000 and folder.metainfo['classes'][0] == 'airplane'
@@ -157,8 +163,8 @@ def test_real_cifar10_archive(tmp_path):
     assert tuple(sample['inputs'].shape) == (3, 32, 32) and sample['data_samples'].gt_label.item() == 0
 
 
-@pytest.mark.skipif(not os.path.isfile(CIFAR_ARCHIVE),
-                    reason=f'cifar10_jpg.tar.gz missing at {CIFAR_ARCHIVE} (set NASBNN_DATA)')
+@pytest.mark.skipif(
+    not os.path.isfile(CIFAR_ARCHIVE), reason=f'cifar10_jpg.tar.gz missing at {CIFAR_ARCHIVE} (set NASBNN_DATA)')
 def test_cpu_supernet_never_trains_on_the_searchs_heldout_images():
     """As the authors: the supernet's training set is the training set minus the held-out images
     that the search scores candidates on (the session fixture wrote the split into the cache)."""
@@ -166,10 +172,12 @@ def test_cpu_supernet_never_trains_on_the_searchs_heldout_images():
     from mmengine.registry import DefaultScope
 
     from nasbnn_mm.registry import DATASETS
+    supernet = Config.fromfile(os.path.join(ROOT, 'configs/cifar10/nasbnn-supernet_cifar-small_cifar10.py'))
+    # the search config's train loop scores candidates on its train_dataloader: the held-out split
     search = Config.fromfile(os.path.join(ROOT, 'configs/cifar10/nasbnn-search_cifar-small_cifar10.py'))
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        train = DATASETS.build(dict(search.train_dataloader.dataset, lazy_init=True)).load_data_list()
-        held = DATASETS.build(dict(search.search_cfg.dataloader.dataset, lazy_init=True)).load_data_list()
+        train = DATASETS.build(dict(supernet.train_dataloader.dataset, lazy_init=True)).load_data_list()
+        held = DATASETS.build(dict(search.train_dataloader.dataset, lazy_init=True)).load_data_list()
     train_paths, held_paths = {d['img_path'] for d in train}, {d['img_path'] for d in held}
     assert (len(train_paths), len(held_paths)) == (49500, 500)
     assert not train_paths & held_paths

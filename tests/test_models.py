@@ -7,14 +7,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 import nasbnn_mm  # noqa: F401
 from nasbnn_mm.engine import recalibrated_bn
 from nasbnn_mm.models import NASBNNSubnet, NASBNNSupernet
-from nasbnn_mm.ops import (BINARY, TEACHER, SharedBinaryConv2d, approx_sign, lsq_quantize, normalize_weight,
-                           sign_ste)
+from nasbnn_mm.ops import BINARY, TEACHER, SharedBinaryConv2d, approx_sign, lsq_quantize, normalize_weight, sign_ste
 from nasbnn_mm.space import PRESET_NAMES, SearchSpace
 
 SMALL_SPACE = 'configs/_base_/search_spaces/cifar_small.py'
@@ -22,14 +20,15 @@ SMALL_SPACE = 'configs/_base_/search_spaces/cifar_small.py'
 
 def build_classifier(space=SMALL_SPACE, num_classes=10, seed=0):
     sp = SearchSpace.build(space)
-    return MODELS.build(dict(
-        type='nasbnn.SandwichClassifier',
-        backbone=dict(type='nasbnn.NASBNNSupernet', search_space=sp.to_dict()),
-        neck=dict(type='mmpretrain.GlobalAveragePooling'),
-        head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=num_classes,
-                  in_channels=max(sp.stages[-1].widths)),
-        sample_seed=seed,
-        data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3)))
+    return MODELS.build(
+        dict(
+            type='nasbnn.SandwichClassifier',
+            backbone=dict(type='nasbnn.NASBNNSupernet', search_space=sp.to_dict()),
+            neck=dict(type='mmpretrain.GlobalAveragePooling'),
+            head=dict(
+                type='nasbnn.SlicedLinearClsHead', num_classes=num_classes, in_channels=max(sp.stages[-1].widths)),
+            sample_seed=seed,
+            data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3)))
 
 
 # ---------------------------------------------------------------- full Table-1 supernet
@@ -138,7 +137,7 @@ def test_group_slicing_matches_authors_layout():
 
 
 def test_kernel3_is_transformed_centre_crop():
-    conv = SharedBinaryConv2d(8, 8, (3, 5), (1,))
+    conv = SharedBinaryConv2d(8, 8, (3, 5), (1, ))
     with torch.no_grad():
         conv.kernel_transforms['k3'].copy_(torch.randn(9, 9))
     w3 = conv.latent_weight(8, 8, 3, 1)
@@ -189,17 +188,23 @@ def test_gradient_reaches_every_shared_parameter_of_a_subnet():
     model.train()
     logits = model(torch.randn(4, 3, 32, 32), arch=arch, weight_mode=BINARY)
     logits.sum().backward()
-    used = {'backbone.stem.' + n for n in ('conv.weight', 'conv.step', 'bn.weight', 'bn.bias',
-                                            'act.bias_in', 'act.slope', 'act.bias_out')}
+    used = {
+        'backbone.stem.' + n
+        for n in ('conv.weight', 'conv.step', 'bn.weight', 'bn.bias', 'act.bias_in', 'act.slope', 'act.bias_out')
+    }
     used |= {'head.fc.weight', 'head.fc.bias'}
     for si, stage in enumerate(arch.stages):
         K = max(sp.stages[si].kernels)
         for li, layer in enumerate(stage):
             p = f'backbone.stages.{si}.{li}.'
-            used |= {p + n for n in ('sign1.bias', 'conv_kxk.weight', 'bn1.weight', 'bn1.bias', 'act1.bias_in',
-                                     'act1.slope', 'act1.bias_out', 'sign2.bias', 'conv_1x1.weight', 'bn2.weight',
-                                     'bn2.bias', 'act2.bias_in', 'act2.slope', 'act2.bias_out')}
-            used.add(p + (f'conv_kxk.kernel_transforms.k{layer.kernel}' if layer.kernel < K else 'conv_kxk.bi_transform'))
+            used |= {
+                p + n
+                for n in ('sign1.bias', 'conv_kxk.weight', 'bn1.weight', 'bn1.bias', 'act1.bias_in', 'act1.slope',
+                          'act1.bias_out', 'sign2.bias', 'conv_1x1.weight', 'bn2.weight', 'bn2.bias', 'act2.bias_in',
+                          'act2.slope', 'act2.bias_out')
+            }
+            used.add(p +
+                     (f'conv_kxk.kernel_transforms.k{layer.kernel}' if layer.kernel < K else 'conv_kxk.bi_transform'))
     params = dict(model.named_parameters())
     assert used <= set(params)
     for name, p in params.items():
@@ -214,8 +219,7 @@ def test_bn_recalibration_accumulates_and_restores():
     model.set_subnet(model.space.smallest(), BINARY)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     before = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone()) for b in bns]
-    batches = [dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8) for _ in range(4)])
-               for _ in range(3)]
+    batches = [dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8) for _ in range(4)]) for _ in range(3)]
     stem_bn = model.backbone.stem.bn
     c = model.space.smallest().stem.width
     with torch.no_grad():
@@ -243,8 +247,14 @@ def test_sandwich_sampling_identical_across_ranks_and_processes():
     assert a.sandwich_archs(1)[0][1] == a.space.smallest()
     code = ('import sys; sys.path.insert(0, "tests"); from test_models import build_classifier; '
             'print([a.to_text() for _, a in build_classifier(seed=3).sandwich_archs(7)])')
-    outs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                           env=dict(os.environ, PYTHONHASHSEED=str(h))).stdout for h in (1, 2)}
+    outs = {
+        subprocess.run([sys.executable, '-c', code],
+                       capture_output=True,
+                       text=True,
+                       check=True,
+                       env=dict(os.environ, PYTHONHASHSEED=str(h))).stdout
+        for h in (1, 2)
+    }
     assert len(outs) == 1
     assert outs.pop().strip() == str([x.to_text() for _, x in a.sandwich_archs(7)])
 

@@ -7,8 +7,9 @@ import torch
 
 from nasbnn_mm.ops import RPReLU, RSign, native
 
-pytestmark = pytest.mark.skipif(shutil.which('c++') is None and shutil.which('g++') is None,
-                                reason='no C++ compiler: the native kernels cannot be built here')
+pytestmark = pytest.mark.skipif(
+    shutil.which('c++') is None and shutil.which('g++') is None,
+    reason='no C++ compiler: the native kernels cannot be built here')
 
 LAYOUTS = {
     'nchw': ((3, 5, 6, 7), torch.contiguous_format),
@@ -23,8 +24,8 @@ def _input(shape, fmt, seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g) * 1.5
     flat = x.view(-1)
-    flat[::7] = 0.0                   # sign(0) and the PReLU kink
-    flat[1::11] = 1.0                 # |u| = 1: the ApproxSign window edge
+    flat[::7] = 0.0  # sign(0) and the PReLU kink
+    flat[1::11] = 1.0  # |u| = 1: the ApproxSign window edge
     flat[2::13] = -1.0
     return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
 
@@ -94,7 +95,7 @@ def test_sliced_parameters_and_frozen_parameters(ops, monkeypatch):
             if g is None:
                 assert gp_n[name] is None
             else:
-                assert gp_n[name].shape == (8,) and torch.all(gp_n[name][shape[1]:] == 0)
+                assert gp_n[name].shape == (8, ) and torch.all(gp_n[name][shape[1]:] == 0)
                 torch.testing.assert_close(gp_n[name], g, rtol=1e-5, atol=1e-5)
 
 

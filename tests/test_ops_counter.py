@@ -60,11 +60,14 @@ def test_presets_in_paper_range(name):
 
 def test_count_ops_tool_outputs():
     out = subprocess.run([sys.executable, 'tools/count_ops.py', 'A', '--per-layer', '--space-size'],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True,
+                         text=True,
+                         check=True).stdout
     assert '332,353,674,695,147,520 architectures under ND' in out
     assert 'OPs        20.77M' in out
     assert 'stage4.7.conv1x1' in out and 'deployed' in out
     bad = subprocess.run([sys.executable, 'tools/count_ops.py', 'c24_k3_g1 | c48_k3_g9'],
-                         capture_output=True, text=True)
+                         capture_output=True,
+                         text=True)
     assert bad.returncode == 2 and bad.stderr.strip().count('\n') == 0
     assert bad.stderr.startswith('error: ')

@@ -173,8 +173,8 @@ def test_rsign_matches_reference(dtype, c):
     with torch.no_grad():
         m.bias[0] = 0.0  # keep the probed edge values (+-1, 0) at the sign's input
     x = probe((3, c, 5, 7), dtype)
-    out, (gx,) = grads_of(m, x)
-    ref, (rgx,) = grads_of(lambda t: ref_rsign(t, m.bias), x)
+    out, (gx, ) = grads_of(m, x)
+    ref, (rgx, ) = grads_of(lambda t: ref_rsign(t, m.bias), x)
     assert torch.equal(out, ref)
     assert_close(gx, rgx, dtype)
     m.zero_grad()
@@ -188,8 +188,8 @@ def test_rsign_matches_reference(dtype, c):
 def test_approx_sign_and_weight_ste_match_reference(dtype):
     x = probe((4, 33), dtype)
     for fused, ref_fn in [(approx_sign, ref_approx_sign), (sign_ste, ref_sign_ste)]:
-        out, (g,) = grads_of(fused, x)
-        ref, (rg,) = grads_of(ref_fn, x)
+        out, (g, ) = grads_of(fused, x)
+        ref, (rg, ) = grads_of(ref_fn, x)
         assert torch.equal(out, ref)
         assert_close(g, rg, dtype)
     w = torch.tensor([-1.0, 1.0, -1.0000001, 1.0000001, 0.0], dtype=torch.float32, requires_grad=True)
@@ -209,7 +209,7 @@ def test_rprelu_matches_reference(dtype, c):
     def run(fn):
         for p in params:
             p.grad = None
-        out, (gx,) = grads_of(fn, x)
+        out, (gx, ) = grads_of(fn, x)
         return out, [gx] + [p.grad.clone() for p in params]
 
     out, grads = run(m)
@@ -229,22 +229,22 @@ def test_weight_normalization_and_binarization_match_reference(dtype, eps, unbia
                         lambda t: ref_binarize(ref_normalize(t, eps, unbiased))),
                        (lambda t: binarize_weight(normalize_weight(t, eps, unbiased)),
                         lambda t: ref_binarize(ref_normalize(t, eps, unbiased)))]:
-        out, (g,) = grads_of(fused, w)
-        r, (rg,) = grads_of(ref, w)
+        out, (g, ) = grads_of(fused, w)
+        r, (rg, ) = grads_of(ref, w)
         assert_close(out, r, dtype)
         assert_close(g, rg, dtype)
 
 
 def test_weight_normalization_non_contiguous_slice():
     base = torch.randn(8, 6, 5, 5, dtype=torch.float64)
-    out, (g,) = grads_of(lambda t: normalize_binarize_weight(t[:5, :4]), base)
-    r, (rg,) = grads_of(lambda t: ref_binarize(ref_normalize(t[:5, :4])), base)
+    out, (g, ) = grads_of(lambda t: normalize_binarize_weight(t[:5, :4]), base)
+    r, (rg, ) = grads_of(lambda t: ref_binarize(ref_normalize(t[:5, :4])), base)
     assert_close(out, r, torch.float64)
     assert_close(g, rg, torch.float64)
 
 
-@pytest.mark.parametrize('max_in,groups,c', [(48, (2, 4), 32), (48, (2, 4), 48), (96, (4, 8), 64),
-                                              (96, (4, 8), 48), (24, (1, 2), 24)])
+@pytest.mark.parametrize('max_in,groups,c', [(48, (2, 4), 32), (48, (2, 4), 48), (96, (4, 8), 64), (96, (4, 8), 48),
+                                             (24, (1, 2), 24)])
 def test_group_slicing_matches_reference(max_in, groups, c):
     """Column-block selection (incl. the diagonal-view path and R = 3 cycles) and its gradient."""
     conv = SharedBinaryConv2d(max_in, max_in, (3, 5), groups).double()
@@ -277,8 +277,8 @@ def test_sliced_bn_matches_bn_of_the_slice(c, training):
     a.train(training)
     b.train(training)
     x = torch.randn(3, c, 4, 4, dtype=torch.float64)
-    out, (gx,) = grads_of(a, x)
-    ref, (rgx,) = grads_of(b, x)
+    out, (gx, ) = grads_of(a, x)
+    ref, (rgx, ) = grads_of(b, x)
     assert_close(out, ref, torch.float64)
     assert_close(gx, rgx, torch.float64)
     assert_close(a.weight.grad[:c], b.weight.grad, torch.float64)
@@ -286,8 +286,8 @@ def test_sliced_bn_matches_bn_of_the_slice(c, training):
     assert torch.equal(a.running_mean[:c], b.running_mean) and torch.equal(a.running_var[:c], b.running_var)
 
 
-@pytest.mark.parametrize('c_in,c_out,stride,hw', [(4, 4, 1, 6), (4, 4, 2, 7), (3, 8, 1, 5), (4, 6, 1, 5),
-                                                  (6, 4, 1, 5), (4, 10, 2, 9)])
+@pytest.mark.parametrize('c_in,c_out,stride,hw', [(4, 4, 1, 6), (4, 4, 2, 7), (3, 8, 1, 5), (4, 6, 1, 5), (6, 4, 1, 5),
+                                                  (4, 10, 2, 9)])
 def test_inplace_shortcut_matches_reference(c_in, c_out, stride, hw):
     x = torch.randn(2, c_in, hw, hw, dtype=torch.float64)
     ho = -(-hw // stride)
@@ -302,7 +302,7 @@ def test_inplace_shortcut_matches_reference(c_in, c_out, stride, hw):
 
 # ----------------------------------------------------------------------------- whole layer / supernet
 LAYER_CASES = [  # max_in, max_out, kernels, groups, stride, c_in, width, k, g, mode
-    (8, 8, (3,), (1,), 1, 8, 8, 3, 1, TEACHER),
+    (8, 8, (3, ), (1, ), 1, 8, 8, 3, 1, TEACHER),
     (8, 12, (3, 5), (1, 2), 2, 6, 12, 5, 2, BINARY),
     (12, 12, (3, 5), (2, 4), 1, 8, 12, 3, 4, BINARY),
     (12, 16, (3, 5), (2, 4), 1, 12, 16, 5, 2, TEACHER),

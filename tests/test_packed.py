@@ -34,11 +34,12 @@ def supernet_classifier(space):
     BN statistics and affine, RSign / RPReLU vectors, kernel / Bi-Transformation matrices,
     LSQ steps initialised from the weights."""
     torch.manual_seed(0)
-    clf = MODELS.build(dict(
-        type='nasbnn.SandwichClassifier',
-        backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict()),
-        neck=dict(type='mmpretrain.GlobalAveragePooling'),
-        head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=10, in_channels=max(space.stages[-1].widths))))
+    clf = MODELS.build(
+        dict(
+            type='nasbnn.SandwichClassifier',
+            backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict()),
+            neck=dict(type='mmpretrain.GlobalAveragePooling'),
+            head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=10, in_channels=max(space.stages[-1].widths))))
     with torch.no_grad():
         for n, p in clf.named_parameters():
             if 'transform' in n:
@@ -59,15 +60,16 @@ def supernet_classifier(space):
 
 def static_classifier(clf, arch):
     """The exported static model: ImageClassifier(NASBNNSubnet, GAP, LinearClsHead)."""
-    net = ImageClassifier(backbone=build_static_backbone(clf.backbone, arch), neck=GlobalAveragePooling(),
-                          head=LinearClsHead(10, arch.stage_out_channels[-1]))
+    net = ImageClassifier(
+        backbone=build_static_backbone(clf.backbone, arch),
+        neck=GlobalAveragePooling(),
+        head=LinearClsHead(10, arch.stage_out_channels[-1]))
     net.load_state_dict(subnet_classifier_state(clf, arch), strict=True)
     return net.eval()
 
 
 def archs(space):
-    return [('largest', space.largest()), ('smallest', space.smallest()),
-            ('random', space.sample(random.Random(3)))]
+    return [('largest', space.largest()), ('smallest', space.smallest()), ('random', space.sample(random.Random(3)))]
 
 
 @pytest.mark.parametrize('which', ['largest', 'smallest', 'random'])
@@ -99,14 +101,15 @@ def test_round_trip_through_file_gives_equal_logits_and_counter_size(supernet_cl
     # the deployed weights are the static model's effective weights, bit for bit
     with torch.no_grad():
         c = arch.stem.width
-        assert torch.equal(deployed.backbone.stem.conv.quantized_weight(c),
-                           static.backbone.stem.conv.quantized_weight(c))
+        assert torch.equal(
+            deployed.backbone.stem.conv.quantized_weight(c), static.backbone.stem.conv.quantized_weight(c))
         for si, li, ch in arch.layers():
             s_layer, d_layer = static.backbone.stages[si][li], deployed.backbone.stages[si][li]
             cin = s_layer.sign1.bias.numel()
             for name, args in (('conv_kxk', (cin, cin, ch.kernel, ch.groups)), ('conv_1x1', (cin, ch.width, 1, 1))):
-                assert torch.equal(getattr(d_layer, name).effective_weight(*args),
-                                   getattr(s_layer, name).effective_weight(*args)), (si, li, name)
+                assert torch.equal(
+                    getattr(d_layer, name).effective_weight(*args),
+                    getattr(s_layer, name).effective_weight(*args)), (si, li, name)
         q = loaded['state_dict']['stem_int8']
         assert -128 <= int(q.min()) and int(q.max()) <= 127 and q.abs().max() > 64  # uses the 8-bit range
 

@@ -16,11 +16,10 @@ import random
 
 import pytest
 import torch
+from official_reference import _grad_scale, _round_pass, realistic_official_state_dict, reference_logits
 
 from nasbnn_mm.ops import lsq_quantize
 from nasbnn_mm.space import TABLE1_SPACE, SearchSpace
-
-from official_reference import _grad_scale, _round_pass, realistic_official_state_dict, reference_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('convert_official_checkpoint',
@@ -119,7 +118,7 @@ def test_float32_exact_parity_training_bn_statistics_identical(official, ours):
 # ----------------------------------------------------------------------------- the 8-bit stem quantizer
 def _release_lsq(w, step, bits=8):
     """DynamicQConv2d's weight quantization: round_pass first, clamp after (their order)."""
-    qn, qp = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    qn, qp = -(2**(bits - 1)), 2**(bits - 1) - 1
     g = 1.0 / math.sqrt(w.numel() * qp)
     s = _grad_scale(step, g).view(-1, *([1] * (w.dim() - 1)))
     return _round_pass(w / s).clamp(qn, qp) * s
@@ -136,9 +135,10 @@ def _clamp_gradient_passes_at_bounds() -> bool:
 def test_lsq_rounds_before_clamping_like_the_release():
     """Weights whose w/s rounds onto the ends of the range (or just inside / outside): ours gives
     the release's values and gradients, and the gradients derived by hand."""
-    ratios = torch.tensor([127.0, 127.3, 127.5, 127.6, 126.7, 126.5, -128.0, -128.4, -128.5, -128.6, -129.0,
-                           0.25, -3.5, 40.49, 200.0], dtype=torch.float64)
-    step = torch.tensor([2.0 ** -7, 2.0 ** -6], dtype=torch.float64)  # w = ratio * step exactly
+    ratios = torch.tensor(
+        [127.0, 127.3, 127.5, 127.6, 126.7, 126.5, -128.0, -128.4, -128.5, -128.6, -129.0, 0.25, -3.5, 40.49, 200.0],
+        dtype=torch.float64)
+    step = torch.tensor([2.0**-7, 2.0**-6], dtype=torch.float64)  # w = ratio * step exactly
     w0 = torch.stack([ratios * step[0], ratios * step[1]])  # (2 channels, 15)
     upstream = torch.linspace(0.5, 2.0, w0.numel(), dtype=torch.float64).view_as(w0)
     out = {}

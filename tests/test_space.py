@@ -6,8 +6,8 @@ import pytest
 import yaml
 from mmengine.config import Config
 
-from nasbnn_mm.space import (PRESET_NAMES, TABLE1_SPACE, Architecture, ArchitectureError, LayerChoice,
-                             SearchSpace, crossover, get_preset, mutate)
+from nasbnn_mm.space import (PRESET_NAMES, TABLE1_SPACE, Architecture, ArchitectureError, LayerChoice, SearchSpace,
+                             crossover, get_preset, mutate)
 
 TINY = dict(
     stem=dict(widths=[4, 8]),
@@ -25,7 +25,8 @@ def table1():
 def test_table1_config_file_matches_default(table1):
     cfg = Config.fromfile('configs/_base_/search_spaces/table1.py')
     assert SearchSpace.build(cfg) == table1
-    assert SearchSpace.build('configs/_base_/search_spaces/table1.py').to_dict() == SearchSpace(**TABLE1_SPACE).to_dict()
+    assert SearchSpace.build('configs/_base_/search_spaces/table1.py').to_dict() == SearchSpace(
+        **TABLE1_SPACE).to_dict()
 
 
 def test_reduced_space_config_builds():
@@ -57,7 +58,7 @@ def test_random_round_trips(table1):
 
 def test_repeat_shorthand_and_layer_dict_form():
     a = get_preset('A')
-    assert a.stages[3] == (LayerChoice(384, 3, 8),) * 8
+    assert a.stages[3] == (LayerChoice(384, 3, 8), ) * 8
     d = a.to_dict()
     d['stages'] = [[l_.to_text() for l_ in s] for s in a.stages]  # string layers allowed too
     assert Architecture.from_dict(d) == a

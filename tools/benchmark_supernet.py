@@ -34,7 +34,6 @@ Examples::
         --reference /tmp/NAS-BNN
 """
 from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -56,15 +55,25 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=int, default=3, help='timed steps')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps before the timed ones')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
-    p.add_argument('--reference', default=None, metavar='PATH',
-                   help="the authors' NAS-BNN repository (its models/ package is imported from there)")
+    p.add_argument(
+        '--reference',
+        default=None,
+        metavar='PATH',
+        help="the authors' NAS-BNN repository (its models/ package is imported from there)")
     p.add_argument('--seed', type=int, default=0, help='seed of the synthetic data and of the weights')
-    p.add_argument('--no-interleave', dest='interleave', action='store_false',
-                   help='with --reference: run the implementations one after the other instead of '
-                        'taking turns step by step (both processes then never hold memory at once)')
-    p.add_argument('--variant', action='append', default=[], metavar='NAME:KEY=VALUE[,KEY=VALUE]',
-                   help='also time our supernet with these backbone settings, side by side with the default one '
-                        "(e.g. --variant exact:exact_parity=True); repeatable")
+    p.add_argument(
+        '--no-interleave',
+        dest='interleave',
+        action='store_false',
+        help='with --reference: run the implementations one after the other instead of '
+        'taking turns step by step (both processes then never hold memory at once)')
+    p.add_argument(
+        '--variant',
+        action='append',
+        default=[],
+        metavar='NAME:KEY=VALUE[,KEY=VALUE]',
+        help='also time our supernet with these backbone settings, side by side with the default one '
+        "(e.g. --variant exact:exact_parity=True); repeatable")
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)  # internal: path of a job file
     return p.parse_args(argv)
 
@@ -90,7 +99,7 @@ def parse_variant(text: str):
 # ----------------------------------------------------------------------------- memory helpers
 def _rss_mib() -> float:
     with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 def _hwm_mib():
@@ -151,9 +160,13 @@ def build_plan(space, n_steps: int, sample_seed: int = 0, num_random: int = 2):
     largest = space.largest()
     for it in range(n_steps):
         students = [a for _, a in sandwich_students(space, it, sample_seed, num_random)]
-        plan.append(dict(iter=it, teacher=largest.to_text(), students=[a.to_text() for a in students],
-                         teacher_cand=arch_to_cand(largest, space),
-                         student_cands=[arch_to_cand(a, space) for a in students]))
+        plan.append(
+            dict(
+                iter=it,
+                teacher=largest.to_text(),
+                students=[a.to_text() for a in students],
+                teacher_cand=arch_to_cand(largest, space),
+                student_cands=[arch_to_cand(a, space) for a in students]))
     return plan
 
 
@@ -163,7 +176,7 @@ def _synthetic_batch(job):
     g = torch.Generator().manual_seed(job['seed'])
     b, s = job['batch'], job['img_size']
     images = torch.rand(b, 3, s, s, generator=g) * 2 - 1  # what Normalize(0.5, 0.5) produces
-    labels = torch.randint(0, NUM_CLASSES, (b,), generator=g)
+    labels = torch.randint(0, NUM_CLASSES, (b, ), generator=g)
     return images, labels
 
 
@@ -192,8 +205,8 @@ def _serve(job, step_fn):
             mem['maxrss_mib'] = _maxrss_mib()
             hwm = _hwm_mib()
             mem['peak_timed_mib'] = hwm if (mem.get('hwm_reset') and hwm is not None) else mem['maxrss_mib']
-            mem['peak_source'] = ('VmHWM during the timed steps' if mem.get('hwm_reset')
-                                  else 'ru_maxrss of the process')
+            mem['peak_source'] = ('VmHWM during the timed steps'
+                                  if mem.get('hwm_reset') else 'ru_maxrss of the process')
             mem['peak_increase_mib'] = mem['peak_timed_mib'] - mem.get('rss_before_timed_mib', 0.0)
             print('RESULT ' + json.dumps(mem), flush=True)
             return
@@ -214,14 +227,16 @@ def run_ours(job):
     from nasbnn_mm.space import SearchSpace
 
     space = SearchSpace.build(job['space'])
-    model = MODELS.build(dict(
-        type='nasbnn.SandwichClassifier',
-        backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict(), **job.get('backbone', {})),
-        neck=dict(type='mmpretrain.GlobalAveragePooling'),
-        head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=NUM_CLASSES,
-                  in_channels=max(space.stages[-1].widths)),
-        num_random=2, sample_seed=0,
-        data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor')))
+    model = MODELS.build(
+        dict(
+            type='nasbnn.SandwichClassifier',
+            backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict(), **job.get('backbone', {})),
+            neck=dict(type='mmpretrain.GlobalAveragePooling'),
+            head=dict(
+                type='nasbnn.SlicedLinearClsHead', num_classes=NUM_CLASSES, in_channels=max(space.stages[-1].widths)),
+            num_random=2,
+            sample_seed=0,
+            data_preprocessor=dict(type='mmpretrain.ClsDataPreprocessor')))
     model.train()
     optim = OptimWrapper(torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY))
     images, labels = _synthetic_batch(job)
@@ -257,8 +272,10 @@ def run_theirs(job):
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     images, labels = _synthetic_batch(job)
-    plan = [dict(teacher=torch.tensor(s['teacher_cand']),
-                 students=[torch.tensor(c) for c in s['student_cands']]) for s in job['plan']]
+    plan = [
+        dict(teacher=torch.tensor(s['teacher_cand']), students=[torch.tensor(c) for c in s['student_cands']])
+        for s in job['plan']
+    ]
     assert torch.equal(plan[0]['teacher'], net.biggest_cand), 'largest subnet differs from their biggest_cand'
     assert torch.equal(plan[0]['students'][0], net.smallest_cand), 'smallest subnet differs from their smallest_cand'
 
@@ -295,8 +312,12 @@ class Worker:
         with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
             json.dump(job, f)
             self.job_file = f.name
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker', self.job_file],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), '--worker', self.job_file],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT)
         self.times, self.cpu_times = [], []
 
     def _read(self, prefix: str) -> str:
@@ -321,8 +342,8 @@ class Worker:
         dt, dc = map(float, self._read('DONE ').split())
         self.times.append(dt)
         self.cpu_times.append(dc)
-        print(f"  [{self.impl}] step {i}{' (warm-up)' if warm else ''}: {dt:.3f} s (process CPU {dc:.3f} s)",
-              flush=True)
+        print(
+            f"  [{self.impl}] step {i}{' (warm-up)' if warm else ''}: {dt:.3f} s (process CPU {dc:.3f} s)", flush=True)
 
     def reset(self):
         self._send('reset')
@@ -333,8 +354,12 @@ class Worker:
         res = json.loads(self._read('RESULT '))
         self.proc.wait()
         timed = self.times[warmup:]
-        res.update(impl=self.impl, times=self.times, cpu_times=self.cpu_times,
-                   median_s=statistics.median(timed), img_s=batch / statistics.median(timed))
+        res.update(
+            impl=self.impl,
+            times=self.times,
+            cpu_times=self.cpu_times,
+            median_s=statistics.median(timed),
+            img_s=batch / statistics.median(timed))
         return res
 
 
@@ -359,11 +384,20 @@ def main(argv=None):
     from nasbnn_mm.space import SearchSpace  # imports the package; this driver's memory is not measured
     space = SearchSpace.build(args.space)
     plan = build_plan(space, args.warmup + args.steps)
-    base = dict(batch=args.batch, img_size=args.img_size, steps=args.steps, warmup=args.warmup,
-                threads=args.threads, seed=args.seed, space=space.to_dict(), plan=plan)
+    base = dict(
+        batch=args.batch,
+        img_size=args.img_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        seed=args.seed,
+        space=space.to_dict(),
+        plan=plan)
     threads = args.threads or 'default'
-    print(f'sandwich step (teacher + smallest + 2 random, fwd+bwd each, Adam step): batch {args.batch}, '
-          f'{args.img_size}px, threads {threads}, {args.warmup} warm-up + {args.steps} timed steps', flush=True)
+    print(
+        f'sandwich step (teacher + smallest + 2 random, fwd+bwd each, Adam step): batch {args.batch}, '
+        f'{args.img_size}px, threads {threads}, {args.warmup} warm-up + {args.steps} timed steps',
+        flush=True)
     for s in plan:
         print(f"  step {s['iter']} students: " + ' || '.join(s['students'][1:]), flush=True)
 

@@ -20,8 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nasbnn_mm.space import (PRESET_NAMES, Architecture, ArchitectureError, SearchSpace,  # noqa: E402
-                             get_preset, profile_arch)
+from nasbnn_mm.space import PRESET_NAMES, Architecture, ArchitectureError, SearchSpace, get_preset, profile_arch
 
 
 def parse_size(s: str):
@@ -45,16 +44,21 @@ def parse_args(argv=None):
     p.add_argument('--presets', action='store_true', help='all presets A..F')
     p.add_argument('--random', type=int, default=0, metavar='N', help='N random architectures under ND')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--img-size', type=parse_size, default=None,
-                   help="N or HxW (default 224; with --det-config the test pipeline's Resize scale)")
+    p.add_argument(
+        '--img-size',
+        type=parse_size,
+        default=None,
+        help="N or HxW (default 224; with --det-config the test pipeline's Resize scale)")
     p.add_argument('--num-classes', type=int, default=1000)
     p.add_argument('--per-layer', action='store_true', help='print a per-layer table')
     p.add_argument('--space-size', action='store_true', help='print the exact search-space cardinality')
     p.add_argument('--json', action='store_true', help='print one JSON object per architecture')
-    p.add_argument('--det-config', metavar='CONFIG',
-                   help='detector config (Faster R-CNN + FPN on NASBNNDetBackbone): print the backbone OPs at the '
-                        "detector's input size and the neck / head FLOPs (the config's architecture unless "
-                        'architectures are given)')
+    p.add_argument(
+        '--det-config',
+        metavar='CONFIG',
+        help='detector config (Faster R-CNN + FPN on NASBNNDetBackbone): print the backbone OPs at the '
+        "detector's input size and the neck / head FLOPs (the config's architecture unless "
+        'architectures are given)')
     return p.parse_args(argv)
 
 
@@ -63,7 +67,8 @@ def fmt_m(x: float) -> str:
 
 
 def print_per_layer(rep):
-    hdr = f'{"layer":<22}{"prec":<8}{"in":>6}{"out":>6}{"k":>3}{"g":>4}{"s":>3}{"out HxW":>10}{"MACs":>14}{"weights":>11}'
+    hdr = (f'{"layer":<22}{"prec":<8}{"in":>6}{"out":>6}{"k":>3}{"g":>4}{"s":>3}{"out HxW":>10}{"MACs":>14}'
+           f'{"weights":>11}')
     print(hdr)
     print('-' * len(hdr))
     for l in rep.layers:
@@ -83,7 +88,7 @@ def print_summary(name, rep):
     total = rep.total_params
     print(f'   params     binary {s["binary_params"]:,}  8-bit {s["int8_params"]:,}  fp32 {s["fp_params"]:,}'
           f'  (total {total:,})')
-    fp32_mb = total * 4 / 2 ** 20
+    fp32_mb = total * 4 / 2**20
     print(f'   size       {s["size_mb"]:.2f} MB deployed (1-bit weights) vs {fp32_mb:.2f} MB all-fp32'
           f' ({fp32_mb / s["size_mb"]:.1f}x smaller)')
 
@@ -107,7 +112,12 @@ def main_detector(args):
     from mmengine.config import Config
 
     from nasbnn_mm.det.ops_counter import detector_input_size, detector_ops
-    cfg = Config.fromfile(args.det_config)
+    if not os.path.isfile(args.det_config):
+        raise FileNotFoundError(f'--det-config: no such file {args.det_config!r}')
+    try:
+        cfg = Config.fromfile(args.det_config)
+    except Exception as e:  # a syntax error or a missing _base_ in the user's config
+        raise ArchitectureError(f'--det-config {args.det_config}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
     size = args.img_size or detector_input_size(cfg)
     todo = [(a if len(a) < 20 else 'arch', a) for a in args.archs] or [(os.path.basename(args.det_config), None)]
     for name, arch in todo:
@@ -143,7 +153,10 @@ def main(argv=None):
         rng = random.Random(args.seed)
         todo += [(f'random[{i}]', space.sample(rng)) for i in range(args.random)]
         if not todo and not args.space_size:
-            todo = [(f'NAS-BNN-{n}', get_preset(n)) for n in PRESET_NAMES]
+            # the presets belong to Table 1; another space shows its extremes
+            todo = ([(f'NAS-BNN-{n}', get_preset(n))
+                     for n in PRESET_NAMES] if space == SearchSpace.table1() else [('largest', space.largest()),
+                                                                                   ('smallest', space.smallest())])
         for name, arch in todo:
             space.validate(arch)
             rep = profile_arch(arch, args.img_size, args.num_classes, space=space)
@@ -153,7 +166,7 @@ def main(argv=None):
             print_summary(name, rep)
             if args.per_layer:
                 print_per_layer(rep)
-    except ArchitectureError as e:
+    except (ArchitectureError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -37,8 +37,10 @@ SHOW = re.compile(r'Iter\(train\)|Iter\(val\)|Iter\(test\)|\[search\]|\[val\]|\[
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--work-dir', default='work_dirs/demo')
-    p.add_argument('--data', default=os.environ.get('NASBNN_DATA', osp.join('..', 'shared', 'data')),
-                   help='folder with cifar10_jpg.tar.gz and coco_small/ (default $NASBNN_DATA or ../shared/data)')
+    p.add_argument(
+        '--data',
+        default=os.environ.get('NASBNN_DATA', osp.join('..', 'shared', 'data')),
+        help='folder with cifar10_jpg.tar.gz and coco_small/ (default $NASBNN_DATA or ../shared/data)')
     p.add_argument('--supernet-iters', type=int, default=1500)
     p.add_argument('--population', type=int, default=16)
     p.add_argument('--generations', type=int, default=3)
@@ -67,8 +69,13 @@ class Demo:
         log = osp.join(self.logs, f'{name}.log')
         self.say(f'{name}: {" ".join(cmd[1:])}')
         with open(log, 'w') as f:
-            proc = subprocess.Popen([sys.executable, *cmd[1:]] if cmd[0] == 'python' else cmd, cwd=ROOT,
-                                    env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, *cmd[1:]] if cmd[0] == 'python' else cmd,
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True)
             for line in proc.stdout:
                 f.write(line)
                 if SHOW.search(line):
@@ -90,8 +97,10 @@ class Demo:
         meta = osp.join(default_cache_dir(), 'data', 'cifar10_jpg', 'meta', 'heldout.txt')
         if osp.isfile(meta):
             return self.say('held-out split: exists, skipped')
-        self.run('split', ['python', 'tools/split_heldout.py', '--archive',
-                           osp.join(self.data, 'cifar10_jpg.tar.gz'), '--per-class', '50', '--seed', '0'])
+        self.run('split', [
+            'python', 'tools/split_heldout.py', '--archive',
+            osp.join(self.data, 'cifar10_jpg.tar.gz'), '--per-class', '50', '--seed', '0'
+        ])
 
     def supernet(self):
         wd = osp.join(self.wd, 'supernet')
@@ -100,9 +109,11 @@ class Demo:
             self.say('supernet: published.pth exists, skipped')
             return ckpt
         it = self.args.supernet_iters
-        cmd = ['python', 'tools/train.py', SUPERNET_CFG, '--work-dir', wd, '--cfg-options',
-               f'train_cfg.max_iters={it}', f'train_cfg.val_interval={it}',
-               f'param_scheduler.0.T_max={it}', f'param_scheduler.0.end={it}', 'default_hooks.checkpoint.interval=200']
+        cmd = [
+            'python', 'tools/train.py', SUPERNET_CFG, '--work-dir', wd, '--cfg-options', f'train_cfg.max_iters={it}',
+            f'train_cfg.val_interval={it}', f'param_scheduler.0.T_max={it}', f'param_scheduler.0.end={it}',
+            'default_hooks.checkpoint.interval=200'
+        ]
         if osp.isfile(osp.join(wd, 'last_checkpoint')):
             cmd.insert(3, '--resume')
         self.run('supernet', cmd)
@@ -110,8 +121,9 @@ class Demo:
 
     def search(self, supernet):
         wd = osp.join(self.wd, 'search')
-        opts = [f'search_cfg.population_size={self.args.population}',
-                f'search_cfg.max_generations={self.args.generations}']
+        opts = [
+            f'train_cfg.population_size={self.args.population}', f'train_cfg.max_generations={self.args.generations}'
+        ]
         state = osp.join(wd, 'search_state.json')
         if osp.isfile(state):
             with open(state) as f:
@@ -130,23 +142,27 @@ class Demo:
         front = load_pareto(pareto)['front']
         best = max(front, key=lambda r: (r['acc'], -r['ops']))
         # the cheapest front entry within 5 points of the best, else the cheapest one
-        cheap = min((r for r in front if r['acc'] >= best['acc'] - 5 and r is not best), key=lambda r: r['ops'],
+        cheap = min((r for r in front if r['acc'] >= best['acc'] - 5 and r is not best),
+                    key=lambda r: r['ops'],
                     default=min(front, key=lambda r: r['ops']))
         return [best] if cheap is best else [cheap, best]
 
     def export(self, supernet, pareto, rec):
         out = osp.join(self.wd, 'export', f'ops{rec["bin"]:g}')
         if not osp.isfile(osp.join(out, 'subnet.pth')):
-            self.run(f'export_ops{rec["bin"]:g}', ['python', 'tools/export_subnet.py', SEARCH_CFG, supernet,
-                                                   '--arch', pareto, '--ops', str(rec['bin']), '--out-dir', out,
-                                                   '--packed', '--cfg-options',
-                                                   f'search_cfg.population_size={self.args.population}'])
+            self.run(f'export_ops{rec["bin"]:g}', [
+                'python', 'tools/export_subnet.py', SEARCH_CFG, supernet, '--arch', pareto, '--ops',
+                str(rec['bin']), '--out-dir', out, '--packed', '--cfg-options',
+                f'train_cfg.population_size={self.args.population}'
+            ])
         return out
 
     def test_cls(self, name, cfg, ckpt, out_json):
         if not osp.isfile(out_json):
-            self.run(name, ['python', 'tools/test.py', cfg, ckpt, '--work-dir', osp.join(self.wd, 'tests', name),
-                            '--out', out_json])
+            self.run(name, [
+                'python', 'tools/test.py', cfg, ckpt, '--work-dir',
+                osp.join(self.wd, 'tests', name), '--out', out_json
+            ])
         with open(out_json) as f:
             return json.load(f)['accuracy/top1']
 
@@ -155,10 +171,12 @@ class Demo:
         ckpt = osp.join(wd, 'published.pth')
         if not osp.isfile(ckpt):
             it = self.args.finetune_iters
-            self.run(f'finetune_{osp.basename(export_dir)}',
-                     ['python', 'tools/train.py', osp.join(export_dir, 'subnet_finetune.py'), '--work-dir', wd,
-                      '--cfg-options', f'train_cfg.max_iters={it}', f'train_cfg.val_interval={it + 1}',
-                      f'param_scheduler.0.T_max={it}', f'param_scheduler.0.end={it}'])
+            self.run(f'finetune_{osp.basename(export_dir)}', [
+                'python', 'tools/train.py',
+                osp.join(export_dir,
+                         'subnet_finetune.py'), '--work-dir', wd, '--cfg-options', f'train_cfg.max_iters={it}',
+                f'train_cfg.val_interval={it + 1}', f'param_scheduler.0.T_max={it}', f'param_scheduler.0.end={it}'
+            ])
         return ckpt
 
     def detector(self, supernet, arch):
@@ -167,30 +185,32 @@ class Demo:
         cfg = osp.join(wd, 'detector_config.py')
         # the searched architecture and its FPN channels, on top of the CPU detector config
         from nasbnn_mm.utils.checkpoint import atomic_write_text
-        atomic_write_text(cfg, '\n'.join([
-            '# generated by tools/demo.py: the CPU detector with a searched backbone',
-            f"_base_ = [{osp.join(ROOT, DET_CFG)!r}]",
-            'from nasbnn_mm.det import fpn_in_channels  # noqa: E402',
-            f'arch = {arch!r}',
-            f"model = dict(backbone=dict(arch=arch, init_cfg=dict(checkpoint={supernet!r})),",
-            '             neck=dict(in_channels=fpn_in_channels(_base_.model.backbone, arch=arch)))',
-            f"metainfo = dict(classes=({self.args.det_class!r}, ))",
-            'train_dataloader = dict(dataset=dict(metainfo=metainfo))',
-            'val_dataloader = dict(dataset=dict(metainfo=metainfo))',
-            'test_dataloader = dict(dataset=dict(metainfo=metainfo))', '']))
+        atomic_write_text(
+            cfg, '\n'.join([
+                '# generated by tools/demo.py: the CPU detector with a searched backbone',
+                f"_base_ = [{osp.join(ROOT, DET_CFG)!r}]", 'from nasbnn_mm.det import fpn_in_channels  # noqa: E402',
+                f'arch = {arch!r}', f"model = dict(backbone=dict(arch=arch, init_cfg=dict(checkpoint={supernet!r})),",
+                '             neck=dict(in_channels=fpn_in_channels(_base_.model.backbone, arch=arch)))',
+                f"metainfo = dict(classes=({self.args.det_class!r}, ))",
+                'train_dataloader = dict(dataset=dict(metainfo=metainfo))',
+                'val_dataloader = dict(dataset=dict(metainfo=metainfo))',
+                'test_dataloader = dict(dataset=dict(metainfo=metainfo))', ''
+            ]))
         ckpt = osp.join(wd, 'published.pth')
         it = self.args.det_iters
         if not osp.isfile(ckpt):
-            cmd = ['python', 'tools/train.py', cfg, '--work-dir', wd, '--cfg-options',
-                   f'train_cfg.max_iters={it}', f'train_cfg.val_interval={it + 1}',
-                   f'param_scheduler.1.T_max={it}', f'param_scheduler.1.end={it}']
+            cmd = [
+                'python', 'tools/train.py', cfg, '--work-dir', wd, '--cfg-options', f'train_cfg.max_iters={it}',
+                f'train_cfg.val_interval={it + 1}', f'param_scheduler.1.T_max={it}', f'param_scheduler.1.end={it}'
+            ]
             if osp.isfile(osp.join(wd, 'last_checkpoint')):
                 cmd.insert(3, '--resume')
             self.run('detector_train', cmd)
         out_json = osp.join(wd, 'val_metrics.json')
         if not osp.isfile(out_json):
-            self.run('detector_test', ['python', 'tools/test.py', cfg, ckpt, '--work-dir', osp.join(wd, 'test'),
-                                       '--out', out_json])
+            self.run('detector_test',
+                     ['python', 'tools/test.py', cfg, ckpt, '--work-dir',
+                      osp.join(wd, 'test'), '--out', out_json])
         with open(out_json) as f:
             return json.load(f)
 
@@ -207,8 +227,8 @@ class Demo:
             p1 = self.test_cls(f'p1_ops{rec["bin"]:g}', cfg, osp.join(exp, 'subnet.pth'), osp.join(exp, 'p1.json'))
             ft = self.finetune(exp)
             p2 = self.test_cls(f'p2_ops{rec["bin"]:g}', cfg, ft, osp.join(exp, 'p2.json'))
-            rows.append(dict(arch=rec['arch'], ops_m=rec['ops'], search_heldout_top1=rec['acc'], p1_top1=p1,
-                             p2_top1=p2))
+            rows.append(
+                dict(arch=rec['arch'], ops_m=rec['ops'], search_heldout_top1=rec['acc'], p1_top1=p1, p2_top1=p2))
         best = max(rows, key=lambda r: r['p1_top1'])
         det = self.detector(supernet, best['arch'])
         best['det_bbox_mAP'] = det.get('coco/bbox_mAP')
@@ -236,20 +256,23 @@ class Demo:
         sn = ev.get('supernet', {})
         if 'loss_first' in sn:
             lines.append(f"* supernet ({self.args.supernet_iters} iterations): summed sandwich loss "
-                         f"{sn['loss_first']:.2f} -> {sn['loss_last']:.2f}"
-                         + (f"; CIFAR-10 test top-1 of the largest subnet {sn['largest_test_top1']:.2f} %, smallest "
-                            f"{sn['smallest_test_top1']:.2f} % (chance 10 %)" if 'smallest_test_top1' in sn else ''))
+                         f"{sn['loss_first']:.2f} -> {sn['loss_last']:.2f}" +
+                         (f"; CIFAR-10 test top-1 of the largest subnet {sn['largest_test_top1']:.2f} %, smallest "
+                          f"{sn['smallest_test_top1']:.2f} % (chance 10 %)" if 'smallest_test_top1' in sn else ''))
         dt = ev.get('detector_train', {})
         if 'loss_first' in dt:
-            lines.append(f"* detector ({self.args.det_iters} iterations, class `{self.args.det_class}`): loss "
-                         f"{dt['loss_first']:.2f} -> {dt['loss_last']:.2f}; coco_small val bbox mAP "
-                         f"{det.get('coco/bbox_mAP', float('nan')):.3f}, mAP@50 {det.get('coco/bbox_mAP_50', float('nan')):.3f}")
+            lines.append(
+                f"* detector ({self.args.det_iters} iterations, class `{self.args.det_class}`): loss "
+                f"{dt['loss_first']:.2f} -> {dt['loss_last']:.2f}; coco_small val bbox mAP "
+                f"{det.get('coco/bbox_mAP', float('nan')):.3f}, mAP@50 {det.get('coco/bbox_mAP_50', float('nan')):.3f}")
         return ev, lines
 
     def write_summary(self, rows, det):
         from nasbnn_mm.utils.checkpoint import atomic_write_text
-        lines = ['| subnet | OPs (M) | search top-1 (held-out) | pipeline 1 top-1 | pipeline 2 top-1 | detector bbox mAP '
-                 f'({self.args.det_class}, coco_small val) |', '|---|---|---|---|---|---|']
+        lines = [
+            '| subnet | OPs (M) | search top-1 (held-out) | pipeline 1 top-1 | pipeline 2 top-1 | detector bbox mAP '
+            f'({self.args.det_class}, coco_small val) |', '|---|---|---|---|---|---|'
+        ]
         for r in rows:
             m = r.get('det_bbox_mAP')
             arch = r['arch'].replace('|', '\\|')  # a bare | would split the markdown table cell
@@ -257,12 +280,14 @@ class Demo:
                          f'{r["p2_top1"]:.2f} | {"—" if m is None else f"{m:.3f}"} |')
         evidence, ev_lines = self.learning_evidence(det)
         wall = time.time() - self.t0
-        text = '\n'.join(['# NAS-BNN demo summary', '', *lines, '', *ev_lines, '',
-                          f'Wall time of this run: {wall / 60:.1f} min. Pareto plot: pareto.png. Logs: logs/.', ''])
+        text = '\n'.join([
+            '# NAS-BNN demo summary', '', *lines, '', *ev_lines, '',
+            f'Wall time of this run: {wall / 60:.1f} min. Pareto plot: pareto.png. Logs: logs/.', ''
+        ])
         atomic_write_text(osp.join(self.wd, 'summary.md'), text)
-        atomic_write_text(osp.join(self.wd, 'summary.json'), json.dumps(dict(rows=rows, detector=det,
-                                                                              learning=evidence, wall_s=wall),
-                                                                         indent=1))
+        atomic_write_text(
+            osp.join(self.wd, 'summary.json'),
+            json.dumps(dict(rows=rows, detector=det, learning=evidence, wall_s=wall), indent=1))
         print(text)
 
 
@@ -270,7 +295,6 @@ class Demo:
 # per-subnet test accuracy lines of nasbnn.SubnetValLoop
 _TRAIN_LOSS = re.compile(r'Iter\(train\) \[\s*\d+/\d+\].*?\sloss: ([0-9.]+)')
 _SUBNET_VAL = re.compile(r'\[val\] subnet (largest|smallest) \(([0-9.]+)M OPs\): accuracy/top1: ([0-9.]+)')
-
 
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)

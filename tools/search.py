@@ -4,9 +4,11 @@
     python tools/search.py CONFIG SUPERNET_CKPT [--work-dir DIR] [--resume] [--cfg-options k=v ...]
     torchrun --nproc-per-node 8 tools/search.py CONFIG SUPERNET_CKPT --launcher pytorch
 
-CONFIG holds the supernet ``model`` and ``search_cfg`` (a ``nasbnn.EvolutionParetoSearchLoop``
-with its held-out and calibration dataloaders). Outputs in the work dir: pareto.json,
-candidates.json, pareto.png, search_state.json (resumable after every generation) and the log.
+CONFIG is a search config: the supernet ``model``, ``train_cfg=dict(type='nasbnn.EvolutionParetoSearchLoop',
+...)`` and the held-out split as ``train_dataloader`` (see configs/cifar10/nasbnn-search_cifar-small_cifar10.py);
+the runner's ``train()`` runs the search and calls hooks around every generation. Outputs in the
+work dir: pareto.json, candidates.json, pareto.png, search_state.json (resumable after every
+generation) and the log.
 """
 import argparse
 import os.path as osp
@@ -14,12 +16,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.registry import RUNNERS  # noqa: E402
-
-from nasbnn_mm.utils.cli import add_common_args, load_tool_config, run_cli  # noqa: E402
-
-_RUNNER_ONLY = ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler', 'val_dataloader', 'val_cfg',
-                'val_evaluator', 'test_dataloader', 'test_cfg', 'test_evaluator', 'auto_scale_lr', 'custom_hooks')
+from nasbnn_mm.apis import add_common_args, load_tool_config, run_cli, run_search
 
 
 def parse_args(argv=None):
@@ -33,24 +30,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_tool_config(args, args.config)
-    if 'search_cfg' not in cfg:
-        raise KeyError(f'{args.config}: no search_cfg (expected dict(type="nasbnn.EvolutionParetoSearchLoop", ...))')
-    search_cfg = cfg.pop('search_cfg')
-    for k in _RUNNER_ONLY:  # the search loop builds its own dataloaders
-        cfg.pop(k, None)
-    cfg.load_from, cfg.resume = None, False
-    import nasbnn_mm  # noqa: F401
-    from nasbnn_mm.engine import init_cpu_dist_if_needed
-    from nasbnn_mm.registry import LOOPS
-    init_cpu_dist_if_needed(args.launcher, cfg)
-    runner = RUNNERS.build(cfg)
-    runner.load_checkpoint(args.checkpoint)
-    loop = LOOPS.build(search_cfg, default_args=dict(runner=runner))
-    front = loop.run(resume=args.resume)
-    runner.logger.info(f'[search] Pareto front written to {osp.join(cfg.work_dir, "pareto.json")}: '
-                       f'{len(front)} bins')
-    return front
+    return run_search(load_tool_config(args, args.config), args.checkpoint, args.resume)
 
 
 if __name__ == '__main__':

@@ -44,7 +44,8 @@ if [[ -z "$MMCV_WHEEL" ]]; then
 fi
 "${PIP[@]}" install -q --no-deps "$MMCV_WHEEL"
 "${PIP[@]}" install -q addict yapf "opencv-python-headless<4.13" packaging pyyaml regex
-"${PIP[@]}" install -q "mmdet==3.3.0" "mmpretrain==1.2.0" pycocotools matplotlib pytest pytest-timeout
+"${PIP[@]}" install -q "mmdet==3.3.0" "mmpretrain==1.2.0" pycocotools matplotlib pytest pytest-timeout \
+  "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0"
 "${PIP[@]}" install -q --no-deps -e "$ROOT"
 "$VENV/bin/python" -c "import mmcv.ops, mmdet, mmpretrain, nasbnn_mm; from mmcv.ops import RoIAlign, nms"
 echo "$REQ_HASH" > "$STAMP"

@@ -1,6 +1,6 @@
 # Runtime shared by the classification configs (supernet, subnet, finetune, search): mmpretrain
 # defaults plus our runner (checkpoint trust policy). The CPU configs override hooks and env_cfg.
-custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nasbnn_mm.engine', 'nasbnn_mm.datasets'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 runner_type = 'nasbnn.NASBNNRunner'
 
@@ -11,8 +11,8 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
-env_cfg = dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='nccl'))
+env_cfg = dict(
+    cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0), dist_cfg=dict(backend='nccl'))
 randomness = dict(seed=0, deterministic=False)
 visualizer = dict(type='mmpretrain.UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
 log_level = 'INFO'

@@ -1,7 +1,9 @@
 # CPU-scale NAS-BNN supernet: the reduced space (Table-1 structure, 1/8 of the channels) on
 # CIFAR-10 at 32 px. Used by the tests and the demo; trains by iterations.
-_base_ = ['../_base_/default_runtime_cpu.py', '../_base_/datasets/cifar10_heldout.py',
-          '../_base_/schedules/nasbnn_supernet_adam.py', '../_base_/search_spaces/cifar_small.py']
+_base_ = [
+    '../_base_/default_runtime_cpu.py', '../_base_/datasets/cifar10_heldout.py',
+    '../_base_/schedules/nasbnn_supernet_adam.py', '../_base_/search_spaces/cifar_small.py'
+]
 
 model = dict(
     type='nasbnn.SandwichClassifier',
@@ -25,8 +27,8 @@ param_scheduler = [dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=Fals
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
 val_cfg = dict(type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest'], calib_batches=10, ops_img_size=32)
-test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'random:2'], calib_batches=10,
-                ops_img_size=32)
+test_cfg = dict(
+    type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'random:2'], calib_batches=10, ops_img_size=32)
 
 # weights-only checkpoint (work_dir/published.pth) for tools/test.py, the search and the detector
 # DistSyncCheckHook: ranks must train the same subnets and end with the same weights (no-op on 1 process)

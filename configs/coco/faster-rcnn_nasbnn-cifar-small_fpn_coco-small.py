@@ -11,8 +11,10 @@
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH.
 # All 80 classes: --cfg-options model.roi_head.bbox_head.num_classes=80 train_dataloader.dataset.metainfo=None
 #     val_dataloader.dataset.metainfo=None test_dataloader.dataset.metainfo=None
-_base_ = ['../_base_/models/faster-rcnn_nasbnn_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
-          'mmdet::_base_/default_runtime.py', '../_base_/search_spaces/cifar_small.py']
+_base_ = [
+    '../_base_/models/faster-rcnn_nasbnn_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/default_runtime.py', '../_base_/search_spaces/cifar_small.py'
+]
 from nasbnn_mm.det import fpn_in_channels  # noqa: E402
 
 data_root = '{{$NASBNN_DATA:../shared/data}}/coco_small/'
@@ -26,8 +28,9 @@ backbone = dict(
     # the CIFAR space's stem has stride 1 (32 px images): run the same layers at the usual detection
     # strides (stages 1..4 at 4, 8, 16, 32); strides are not weights, so the supernet's still fit
     strides=(2, 1, 2, 2, 2, 2),
-    init_cfg=dict(type='nasbnn.InheritFromSupernet',
-                  checkpoint='{{$NASBNN_SUPERNET:work_dirs/nasbnn-supernet_cifar-small_cifar10/published.pth}}'))
+    init_cfg=dict(
+        type='nasbnn.InheritFromSupernet',
+        checkpoint='{{$NASBNN_SUPERNET:work_dirs/nasbnn-supernet_cifar-small_cifar10/published.pth}}'))
 # reduced neck and heads (64 channels, 256-d RoI fcs, fewer proposals) for CPU
 neck_channels = 64
 model = dict(
@@ -54,11 +57,9 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=2, num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+    batch_size=2, num_workers=1, dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=2, num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+    batch_size=2, num_workers=1, dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
@@ -78,7 +79,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', T_max=max_iters, by_epoch=False, begin=0, end=max_iters),
 ]
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

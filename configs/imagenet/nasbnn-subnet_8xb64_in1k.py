@@ -10,8 +10,11 @@ model = dict(
     type='mmpretrain.ImageClassifier',
     backbone=dict(type='nasbnn.NASBNNSubnet', arch=arch, search_space={{_base_.search_space}}),
     neck=dict(type='mmpretrain.GlobalAveragePooling'),
-    head=dict(type='mmpretrain.LinearClsHead', num_classes=1000, in_channels=1536,
-              loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0)),
+    head=dict(
+        type='mmpretrain.LinearClsHead',
+        num_classes=1000,
+        in_channels=1536,
+        loss=dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0)),
     data_preprocessor={{_base_.data_preprocessor}})
 
 max_epochs = 25

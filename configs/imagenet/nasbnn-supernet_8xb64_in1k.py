@@ -9,8 +9,10 @@
 # As the authors, the supernet trains on the train set minus the 50-images-per-class split that the
 # search scores candidates on: write both lists first with
 #   python tools/split_heldout.py data/imagenet --per-class 50 --seed 0   (-> meta/train_minus_heldout.txt)
-_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/imagenet_nasbnn.py',
-          '../_base_/schedules/nasbnn_supernet_adam.py', '../_base_/search_spaces/table1.py']
+_base_ = [
+    '../_base_/default_runtime.py', '../_base_/datasets/imagenet_nasbnn.py',
+    '../_base_/schedules/nasbnn_supernet_adam.py', '../_base_/search_spaces/table1.py'
+]
 
 model = dict(
     type='nasbnn.SandwichClassifier',
@@ -30,10 +32,10 @@ auto_scale_lr = dict(base_batch_size=512)
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=16)
 # BN recalibration per subnet on 10 training batches (the authors use 10 x 2048 images)
-val_cfg = dict(type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest', 'A', 'B', 'C', 'D', 'E', 'F'],
-               calib_batches=10)
-test_cfg = dict(type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'A', 'B', 'C', 'D', 'E', 'F'],
-                calib_batches=10)
+val_cfg = dict(
+    type='nasbnn.SubnetValLoop', subnets=['largest', 'smallest', 'A', 'B', 'C', 'D', 'E', 'F'], calib_batches=10)
+test_cfg = dict(
+    type='nasbnn.SubnetTestLoop', subnets=['largest', 'smallest', 'A', 'B', 'C', 'D', 'E', 'F'], calib_batches=10)
 
 # weights-only checkpoint (work_dir/published.pth) for tools/test.py, the search and the detector
 # DistSyncCheckHook: ranks must train the same subnets and end with the same weights (no-op on 1 process)

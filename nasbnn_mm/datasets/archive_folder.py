@@ -1,6 +1,5 @@
 """ImageNet-style class folders read from a .tar.gz archive unpacked once into a cache."""
 from __future__ import annotations
-
 import fcntl
 import os
 import shutil
@@ -73,7 +72,11 @@ class ArchiveImageFolder(CustomDataset):
         cache_dir: where to unpack (default: :func:`default_cache_dir`).
     """
 
-    def __init__(self, archive: str, split: str = 'train', ann_file: str = '', cache_dir: Optional[str] = None,
+    def __init__(self,
+                 archive: str,
+                 split: str = 'train',
+                 ann_file: str = '',
+                 cache_dir: Optional[str] = None,
                  **kwargs):
         root = extract_archive(archive, cache_dir)
         if not os.path.isdir(os.path.join(root, split)):

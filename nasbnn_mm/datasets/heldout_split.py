@@ -27,7 +27,6 @@ With the default ``out_dir`` (``<root>/meta``) a dataset reads the split as::
 ``data_root/data_prefix``.)
 """
 from __future__ import annotations
-
 import os
 import random
 from dataclasses import dataclass
@@ -37,8 +36,10 @@ from mmpretrain.datasets.custom import find_folders, get_samples
 
 from ..utils.checkpoint import atomic_write_text
 
-__all__ = ['IMG_EXTENSIONS', 'HeldoutSplit', 'HeldoutSplitError', 'list_class_images', 'choose_heldout',
-           'write_heldout_split', 'TRAIN_FILE', 'HELDOUT_FILE']
+__all__ = [
+    'IMG_EXTENSIONS', 'HeldoutSplit', 'HeldoutSplitError', 'list_class_images', 'choose_heldout', 'write_heldout_split',
+    'TRAIN_FILE', 'HELDOUT_FILE'
+]
 
 # mmpretrain CustomDataset's default extensions (compared lower-case)
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif')
@@ -63,8 +64,8 @@ class HeldoutSplit:
     seed: int
 
 
-def list_class_images(split_dir: str, extensions: Sequence[str] = IMG_EXTENSIONS
-                      ) -> Tuple[List[str], Dict[str, List[str]]]:
+def list_class_images(split_dir: str,
+                      extensions: Sequence[str] = IMG_EXTENSIONS) -> Tuple[List[str], Dict[str, List[str]]]:
     """Classes (sorted sub-folders of ``split_dir``) and, per class, its image paths relative
     to ``split_dir`` in sorted order -- as mmpretrain's ``CustomDataset`` lists them."""
     if not os.path.isdir(split_dir):
@@ -92,8 +93,12 @@ def choose_heldout(files: Sequence[str], per_class: int, seed: int, class_name: 
     return sorted(rng.sample(range(len(files)), per_class))
 
 
-def write_heldout_split(root: str, per_class: int = 50, seed: int = 0, out_dir: Optional[str] = None,
-                        split: str = 'train', extensions: Sequence[str] = IMG_EXTENSIONS) -> HeldoutSplit:
+def write_heldout_split(root: str,
+                        per_class: int = 50,
+                        seed: int = 0,
+                        out_dir: Optional[str] = None,
+                        split: str = 'train',
+                        extensions: Sequence[str] = IMG_EXTENSIONS) -> HeldoutSplit:
     """Write ``train_minus_heldout.txt`` and ``heldout.txt`` for ``<root>/<split>``.
 
     Args:
@@ -145,5 +150,5 @@ def write_heldout_split(root: str, per_class: int = 50, seed: int = 0, out_dir: 
 
     train_file = atomic_write_text(os.path.join(out_dir, TRAIN_FILE), ''.join(train_lines))
     heldout_file = atomic_write_text(os.path.join(out_dir, HELDOUT_FILE), ''.join(heldout_lines))
-    return HeldoutSplit(split_dir, train_file, heldout_file, tuple(classes), len(train_lines),
-                        len(heldout_lines), per_class, seed)
+    return HeldoutSplit(split_dir, train_file, heldout_file, tuple(classes), len(train_lines), len(heldout_lines),
+                        per_class, seed)

@@ -1,6 +1,13 @@
-"""NAS-BNN for MMDetection: the detection backbone, its FPN channels and weight inheritance."""
-from .backbone import NASBNNDetBackbone, fpn_in_channels, resolve_backbone_arch
-from .inherit import InheritFromSupernet, inherited_backbone_state
+"""NAS-BNN for MMDetection: the detection backbone, its FPN channels and detection OPs.
 
-__all__ = ['NASBNNDetBackbone', 'fpn_in_channels', 'resolve_backbone_arch', 'InheritFromSupernet',
-           'inherited_backbone_state']
+Detection configs import it: ``custom_imports=dict(imports=['nasbnn_mm.engine', 'nasbnn_mm.det'])``
+(it also registers the backbone in mmdet's registry as ``NASBNNDetBackbone``). Weight inheritance
+(``nasbnn.InheritFromSupernet``) lives in :mod:`nasbnn_mm.models`.
+"""
+from ..models.inherit import InheritFromSupernet, inherited_backbone_state
+from .backbone import NASBNNDetBackbone, fpn_in_channels, resolve_backbone_arch, sync_neck_in_channels
+
+__all__ = [
+    'NASBNNDetBackbone', 'fpn_in_channels', 'resolve_backbone_arch', 'sync_neck_in_channels', 'InheritFromSupernet',
+    'inherited_backbone_state'
+]

@@ -10,19 +10,21 @@ stages 1..4 are the paper's stages 2..5 (strides 4, 8, 16, 32) -- the counterpar
 ``layer1..layer4``.
 """
 from __future__ import annotations
-
 from typing import List, Optional, Sequence, Tuple
 
 from mmdet.registry import MODELS as MMDET_MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..models.supernet import NASBNNSubnet, _check_out_indices
+from ..models.supernet import NASBNNSubnet, check_out_indices
 from ..ops import BINARY
 from ..registry import MODELS
 from ..space import Architecture, ArchitectureError, SearchSpace
 from ..space.pareto import load_pareto, pareto_entry
 
-__all__ = ['NASBNNDetBackbone', 'resolve_backbone_arch', 'fpn_in_channels']
+__all__ = [
+    'NASBNNDetBackbone', 'resolve_backbone_arch', 'fpn_in_channels', 'det_out_indices', 'sync_neck_in_channels',
+    'DEFAULT_OUT_INDICES'
+]
 
 DEFAULT_OUT_INDICES = (1, 2, 3, 4)
 
@@ -43,7 +45,10 @@ def _with_strides(space: SearchSpace, strides: Sequence[int]) -> SearchSpace:
     return SearchSpace(**d)
 
 
-def resolve_backbone_arch(arch=None, search_space=None, pareto: Optional[str] = None, ops=None,
+def resolve_backbone_arch(arch=None,
+                          search_space=None,
+                          pareto: Optional[str] = None,
+                          ops=None,
                           strides: Optional[Sequence[int]] = None) -> Tuple[Architecture, SearchSpace]:
     """The architecture and space of a detection backbone.
 
@@ -69,8 +74,9 @@ def resolve_backbone_arch(arch=None, search_space=None, pareto: Optional[str] = 
     return space.validate(arch), space
 
 
-def _det_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:
-    out = _check_out_indices(out_indices, num_stages)
+def det_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:
+    """Increasing stage indices for the neck (one-line error otherwise)."""
+    out = check_out_indices(out_indices, num_stages)
     if any(b <= a for a, b in zip(out, out[1:])):
         raise ArchitectureError(f'out_indices: {tuple(out_indices)} must be increasing stage indices '
                                 f'(allowed: 0..{num_stages - 1})')
@@ -88,10 +94,26 @@ def fpn_in_channels(backbone: Optional[dict] = None, **kwargs) -> List[int]:
         model = dict(backbone=backbone, neck=dict(type='FPN', in_channels=fpn_in_channels(backbone), ...))
     """
     cfg = dict(backbone or {}, **kwargs)
-    arch, space = resolve_backbone_arch(cfg.get('arch'), cfg.get('search_space'), cfg.get('pareto'),
-                                        cfg.get('ops'))
-    out = _det_out_indices(cfg.get('out_indices', DEFAULT_OUT_INDICES), space.num_stages)
+    arch, space = resolve_backbone_arch(cfg.get('arch'), cfg.get('search_space'), cfg.get('pareto'), cfg.get('ops'))
+    out = det_out_indices(cfg.get('out_indices', DEFAULT_OUT_INDICES), space.num_stages)
     return [arch.stage_out_channels[i] for i in out]
+
+
+def sync_neck_in_channels(cfg, log=None) -> None:
+    """A NAS-BNN detector's neck ``in_channels`` follow from its backbone's architecture; after
+    ``--cfg-options model.backbone.arch=...`` (or ``pareto`` / ``ops`` / ``out_indices``) a config's
+    values are stale and the first forward would fail on a shape mismatch, so they are recomputed
+    (and ``log`` is told)."""
+    model = cfg.get('model') or {}
+    backbone, neck = model.get('backbone') or {}, model.get('neck')
+    if str(backbone.get('type', '')).split('.')[-1] != 'NASBNNDetBackbone' or not isinstance(neck, dict) \
+            or 'in_channels' not in neck:
+        return
+    want = fpn_in_channels(backbone)
+    if list(neck['in_channels']) != want:
+        if log:
+            log(f"model.neck.in_channels {list(neck['in_channels'])} -> {want} (the backbone's stage widths)")
+        neck['in_channels'] = want
 
 
 @MODELS.register_module()
@@ -117,12 +139,21 @@ class NASBNNDetBackbone(NASBNNSubnet):
         init_cfg: e.g. ``dict(type='nasbnn.InheritFromSupernet', checkpoint=...)``.
     """
 
-    def __init__(self, arch=None, search_space=None, out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
-                 frozen_stages: int = -1, norm_eval: bool = False, pareto: Optional[str] = None, ops=None,
-                 strides: Optional[Sequence[int]] = None, wn_eps: float = 1e-5, wn_unbiased: bool = False,
-                 init_cfg=None, exact_parity: bool = False):
+    def __init__(self,
+                 arch=None,
+                 search_space=None,
+                 out_indices: Sequence[int] = DEFAULT_OUT_INDICES,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 pareto: Optional[str] = None,
+                 ops=None,
+                 strides: Optional[Sequence[int]] = None,
+                 wn_eps: float = 1e-5,
+                 wn_unbiased: bool = False,
+                 init_cfg=None,
+                 exact_parity: bool = False):
         arch, space = resolve_backbone_arch(arch, search_space, pareto, ops, strides)
-        out_indices = _det_out_indices(out_indices, space.num_stages)
+        out_indices = det_out_indices(out_indices, space.num_stages)
         super().__init__(arch, space, out_indices, BINARY, wn_eps, init_cfg, wn_unbiased, exact_parity)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= space.num_stages:
             raise ArchitectureError(f'frozen_stages: {frozen_stages!r} not allowed '

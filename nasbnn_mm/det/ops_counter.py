@@ -15,11 +15,10 @@ Convention (written in the README, section *Detection OPs*):
 Detection OPs = backbone OPs + neck FLOPs + RPN FLOPs + RoI-head FLOPs.
 """
 from __future__ import annotations
+from typing import List, Sequence, Tuple
 
-from typing import Sequence, Tuple
-
-from ..space import ArchitectureError, profile_arch
-from .backbone import DEFAULT_OUT_INDICES, _det_out_indices, resolve_backbone_arch
+from ..space import ArchitectureError, image_size, profile_arch, stage_output_sizes
+from .backbone import DEFAULT_OUT_INDICES, det_out_indices, resolve_backbone_arch
 
 __all__ = ['detector_ops', 'detector_input_size']
 
@@ -45,14 +44,57 @@ def detector_input_size(cfg) -> Tuple[int, int]:
     raise ArchitectureError('--det-config: no Resize with a scale in the test pipeline; pass --img-size HxW')
 
 
-def _level_sizes(h: int, w: int, space) -> list:
-    """Spatial size of every stage's output (ceil division, like the model)."""
-    h, w = _ceil_div(h, space.stem.stride), _ceil_div(w, space.stem.stride)
-    out = []
-    for s in space.stages:
-        h, w = _ceil_div(h, s.stride), _ceil_div(w, s.stride)
-        out.append((h, w))
-    return out
+def _fpn_macs(neck: dict, feats: List[Tuple[int, int, int]]):
+    """(MACs, level sizes) of an mmdet FPN over backbone features (channels, h, w)."""
+    if _type(neck) != 'FPN':
+        raise ArchitectureError(f'--det-config: neck type {neck.get("type")!r} not supported (allowed: FPN)')
+    oc, num_outs = int(neck['out_channels']), int(neck['num_outs'])
+    start = int(neck.get('start_level', 0))
+    end = int(neck.get('end_level', -1))  # inclusive, as in mmdet's FPN
+    used = feats[start:(len(feats) if end in (-1, len(feats) - 1) else end + 1)]
+    macs = 0
+    levels = []
+    for c, fh, fw in used:
+        macs += fh * fw * c * oc + fh * fw * oc * oc * 9  # lateral 1x1, output 3x3
+        levels.append((fh, fw))
+    extra = neck.get('add_extra_convs', False)
+    extra = 'on_input' if extra is True else extra
+    src_c = used[-1][0] if extra == 'on_input' else oc
+    for i in range(num_outs - len(used)):
+        fh, fw = _ceil_div(levels[-1][0], 2), _ceil_div(levels[-1][1], 2)
+        if extra:  # 3x3 stride-2 conv (the first on the input / lateral / output, then on outputs)
+            macs += fh * fw * (src_c if i == 0 else oc) * oc * 9
+        levels.append((fh, fw))
+    return macs, levels
+
+
+def _rpn_macs(rpn: dict, levels: List[Tuple[int, int]]) -> int:
+    if _type(rpn) != 'RPNHead':
+        raise ArchitectureError(f'--det-config: rpn_head type {rpn.get("type")!r} not supported (allowed: RPNHead)')
+    anchors = rpn.get('anchor_generator', {})
+    num_anchors = len(anchors.get('scales', [8])) * len(anchors.get('ratios', [0.5, 1.0, 2.0]))
+    use_sigmoid = rpn.get('loss_cls', {}).get('use_sigmoid', True)
+    cls_out = num_anchors * (1 if use_sigmoid else 2)
+    rin, feat = int(rpn['in_channels']), int(rpn.get('feat_channels', 256))
+    num_convs = int(rpn.get('num_convs', 1))
+    per_pos = rin * feat * 9 + (num_convs - 1) * feat * feat * 9 + feat * (cls_out + num_anchors * 4)
+    return sum(fh * fw for fh, fw in levels) * per_pos
+
+
+def _roi_macs_per_proposal(head: dict) -> int:
+    if _type(head) not in ('Shared2FCBBoxHead', 'ConvFCBBoxHead') or head.get('num_shared_convs', 0) \
+            or head.get('num_cls_convs', 0) or head.get('num_reg_convs', 0) \
+            or head.get('num_cls_fcs', 0) or head.get('num_reg_fcs', 0):
+        raise ArchitectureError(f'--det-config: bbox_head type {head.get("type")!r} not supported '
+                                '(allowed: Shared2FCBBoxHead or ConvFCBBoxHead with shared fcs only)')
+    nfc = int(head.get('num_shared_fcs', 2))
+    roi_size = int(head.get('roi_feat_size', 7))
+    fc = int(head.get('fc_out_channels', 1024))
+    ncls = int(head.get('num_classes', 80))
+    in_flat = int(head.get('in_channels', 256)) * roi_size * roi_size
+    per_roi = (in_flat * fc + (nfc - 1) * fc * fc) if nfc else 0
+    last = fc if nfc else in_flat
+    return per_roi + last * (ncls + 1) + last * (4 if head.get('reg_class_agnostic', False) else 4 * ncls)
 
 
 def detector_ops(model_cfg, img_size: Sequence[int], arch=None) -> dict:
@@ -66,68 +108,30 @@ def detector_ops(model_cfg, img_size: Sequence[int], arch=None) -> dict:
     if _type(bb) != 'NASBNNDetBackbone':
         raise ArchitectureError(f'--det-config: backbone type {bb.get("type")!r} not supported '
                                 '(allowed: NASBNNDetBackbone)')
-    arch, space = resolve_backbone_arch(bb.get('arch'), bb.get('search_space'), bb.get('pareto'), bb.get('ops'),
-                                        bb.get('strides'))
-    out_indices = _det_out_indices(bb.get('out_indices', DEFAULT_OUT_INDICES), space.num_stages)
+    arch, space = resolve_backbone_arch(
+        bb.get('arch'), bb.get('search_space'), bb.get('pareto'), bb.get('ops'), bb.get('strides'))
+    out_indices = det_out_indices(bb.get('out_indices', DEFAULT_OUT_INDICES), space.num_stages)
     div = int(model_cfg.get('data_preprocessor', {}).get('pad_size_divisor', 1) or 1)
-    h, w = (_ceil_div(int(img_size[0]), div) * div, _ceil_div(int(img_size[1]), div) * div)
+    h, w = image_size(tuple(img_size), '--img-size')
+    h, w = _ceil_div(h, div) * div, _ceil_div(w, div) * div
     backbone = profile_arch(arch, (h, w), num_classes=0, space=space)
-    sizes = _level_sizes(h, w, space)
+    sizes = stage_output_sizes((h, w), space)
     feats = [(arch.stage_out_channels[i], *sizes[i]) for i in out_indices]
-
-    neck = model_cfg['neck']
-    if _type(neck) != 'FPN':
-        raise ArchitectureError(f'--det-config: neck type {neck.get("type")!r} not supported (allowed: FPN)')
-    oc, num_outs = int(neck['out_channels']), int(neck['num_outs'])
-    start = int(neck.get('start_level', 0))
-    end = int(neck.get('end_level', -1))  # inclusive, as in mmdet's FPN
-    used = feats[start:(len(feats) if end in (-1, len(feats) - 1) else end + 1)]
-    neck_macs = 0
-    levels = []
-    for c, fh, fw in used:
-        neck_macs += fh * fw * c * oc + fh * fw * oc * oc * 9  # lateral 1x1, output 3x3
-        levels.append((fh, fw))
-    extra = neck.get('add_extra_convs', False)
-    extra = 'on_input' if extra is True else extra
-    src_c = used[-1][0] if extra == 'on_input' else oc
-    for i in range(num_outs - len(used)):
-        fh, fw = _ceil_div(levels[-1][0], 2), _ceil_div(levels[-1][1], 2)
-        if extra:  # 3x3 stride-2 conv (the first on the input / lateral / output, then on outputs)
-            neck_macs += fh * fw * (src_c if i == 0 else oc) * oc * 9
-        levels.append((fh, fw))
-
-    rpn = model_cfg['rpn_head']
-    if _type(rpn) != 'RPNHead':
-        raise ArchitectureError(f'--det-config: rpn_head type {rpn.get("type")!r} not supported (allowed: RPNHead)')
-    anchors = rpn.get('anchor_generator', {})
-    num_anchors = len(anchors.get('scales', [8])) * len(anchors.get('ratios', [0.5, 1.0, 2.0]))
-    use_sigmoid = rpn.get('loss_cls', {}).get('use_sigmoid', True)
-    cls_out = num_anchors * (1 if use_sigmoid else 2)
-    rin, feat = int(rpn['in_channels']), int(rpn.get('feat_channels', 256))
-    num_convs = int(rpn.get('num_convs', 1))
-    per_pos = rin * feat * 9 + (num_convs - 1) * feat * feat * 9 + feat * (cls_out + num_anchors * 4)
-    rpn_macs = sum(fh * fw for fh, fw in levels) * per_pos
-
-    roi = model_cfg['roi_head']
-    head = roi['bbox_head']
-    if _type(head) not in ('Shared2FCBBoxHead', 'ConvFCBBoxHead') or head.get('num_shared_convs', 0) \
-            or head.get('num_cls_convs', 0) or head.get('num_reg_convs', 0) \
-            or head.get('num_cls_fcs', 0) or head.get('num_reg_fcs', 0):
-        raise ArchitectureError(f'--det-config: bbox_head type {head.get("type")!r} not supported '
-                                '(allowed: Shared2FCBBoxHead or ConvFCBBoxHead with shared fcs only)')
-    nfc = int(head.get('num_shared_fcs', 2))
-    roi_size = int(head.get('roi_feat_size', 7))
-    fc = int(head.get('fc_out_channels', 1024))
-    ncls = int(head.get('num_classes', 80))
-    in_flat = int(head.get('in_channels', 256)) * roi_size * roi_size
-    per_roi = (in_flat * fc + (nfc - 1) * fc * fc) if nfc else 0
-    last = fc if nfc else in_flat
-    per_roi += last * (ncls + 1) + last * (4 if head.get('reg_class_agnostic', False) else 4 * ncls)
+    neck_macs, levels = _fpn_macs(model_cfg['neck'], feats)
+    rpn_macs = _rpn_macs(model_cfg['rpn_head'], levels)
+    per_roi = _roi_macs_per_proposal(model_cfg['roi_head']['bbox_head'])
     proposals = int(model_cfg.get('test_cfg', {}).get('rpn', {}).get('max_per_img', 1000))
     roi_macs = per_roi * proposals
-
-    return dict(arch=arch.to_text(), img_size=[int(img_size[0]), int(img_size[1])], padded_size=[h, w],
-                backbone_ops=backbone.ops, backbone_bops=backbone.bops, backbone_int8ops=backbone.int8ops,
-                neck_flops=neck_macs, rpn_flops=rpn_macs, roi_flops=roi_macs, proposals=proposals,
-                roi_flops_per_proposal=per_roi,
-                ops=backbone.ops + neck_macs + rpn_macs + roi_macs)
+    return dict(
+        arch=arch.to_text(),
+        img_size=[int(img_size[0]), int(img_size[1])],
+        padded_size=[h, w],
+        backbone_ops=backbone.ops,
+        backbone_bops=backbone.bops,
+        backbone_int8ops=backbone.int8ops,
+        neck_flops=neck_macs,
+        rpn_flops=rpn_macs,
+        roi_flops=roi_macs,
+        proposals=proposals,
+        roi_flops_per_proposal=per_roi,
+        ops=backbone.ops + neck_macs + rpn_macs + roi_macs)

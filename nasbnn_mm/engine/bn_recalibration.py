@@ -6,7 +6,6 @@ training batches (no gradients). The context manager restores the supernet's sta
 afterwards, so evaluating a subnet never changes the supernet.
 """
 from __future__ import annotations
-
 from contextlib import contextmanager
 from typing import Iterable, Optional
 

@@ -4,7 +4,6 @@ mmengine's ``init_dist`` calls ``torch.cuda.set_device`` and its runner passes
 ``device_ids=[LOCAL_RANK]`` to DDP; neither works on a CPU-only machine.
 """
 from __future__ import annotations
-
 import os
 
 import torch
@@ -27,8 +26,7 @@ def init_cpu_dist_if_needed(launcher: str, cfg) -> None:
     # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which CPU DDP refuses
     if not cfg.get('model_wrapper_cfg'):
         cfg.model_wrapper_cfg = dict(type='nasbnn.SandwichDDP')
-    dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
-                            world_size=int(os.environ['WORLD_SIZE']))
+    dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))
 
 
 @MODEL_WRAPPERS.register_module()

@@ -8,12 +8,11 @@ safe loading off for everything, this runner decides per file:
     (``--trust-checkpoint`` on the tools).
 """
 from __future__ import annotations
-
 import os
 
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
-from mmengine.model import is_model_wrapper
 
 from ..registry import RUNNERS
 from ..utils.checkpoint import load_checkpoint_file

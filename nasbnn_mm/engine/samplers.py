@@ -1,6 +1,5 @@
 """Samplers."""
 from __future__ import annotations
-
 from typing import Iterator, Optional
 
 import torch

@@ -12,13 +12,21 @@ Algorithm (paper + authors' release, with ND-safe operators):
 Each candidate is scored by BN recalibration on ``calib_batches`` training batches (the same
 seeded batches for every candidate) followed by top-1 on the held-out split.
 
+The loop is the runner's train loop of a search config (``train_cfg=dict(type=
+'nasbnn.EvolutionParetoSearchLoop', ...)``, ``train_dataloader`` = the held-out split, the
+supernet checkpoint as ``load_from``; ``tools/search.py`` runs ``runner.train()``), and it calls
+the runner's hooks like a training loop whose epochs are generations: ``before_train``,
+``before_train_epoch`` / ``after_train_epoch`` around every generation (generation 0 is the
+initial population; a hook reads ``runner.train_loop.front_records()``), ``after_train``.
+
 Distributed: candidates are drawn on rank 0 and broadcast; every rank recalibrates on the
 same calibration batches and evaluates a shard of the held-out data; the metric gathers the
 shards. After every generation the whole state (cache, front, RNG state) is written
-atomically as JSON; ``resume`` continues from it and ends with the same front.
+atomically as JSON (``search_state.json``); with ``resume=True`` (``tools/search.py --resume``)
+the loop continues from it and ends with the same front -- the search's equivalent of the
+runner's checkpoint resume (a generation's state is a few KB of JSON, not a model).
 """
 from __future__ import annotations
-
 import json
 import math
 import os
@@ -38,22 +46,29 @@ from ..space import PRESET_TEXTS, Architecture, count_ops, crossover, mutate
 from ..utils.checkpoint import atomic_write_text
 from .bn_recalibration import recalibrate_bn
 
-__all__ = ['EvolutionParetoSearchLoop', 'evaluate_subnet', 'plot_pareto']
+__all__ = ['EvolutionParetoSearchLoop', 'evaluate_subnet', 'plot_pareto', 'reseed']
 
 
-def _reseed(seed: int) -> None:
+def reseed(seed: int) -> None:
+    """Seed Python, torch and numpy (the calibration batches' shuffling and augmentations)."""
     random.seed(seed)
     torch.manual_seed(seed)
     try:
         import numpy as np
-        np.random.seed(seed % 2 ** 32)
+        np.random.seed(seed % 2**32)
     except ImportError:  # pragma: no cover
         pass
 
 
 @torch.no_grad()
-def evaluate_subnet(model, arch, dataloader, evaluator, calib_dataloader=None, calib_batches: int = 0,
-                    calib_seed: int = 0, score_key: str = 'accuracy/top1') -> Dict[str, float]:
+def evaluate_subnet(model,
+                    arch,
+                    dataloader,
+                    evaluator,
+                    calib_dataloader=None,
+                    calib_batches: int = 0,
+                    calib_seed: int = 0,
+                    score_key: str = 'accuracy/top1') -> Dict[str, float]:
     """BN-recalibrate ``arch`` inside ``model`` (a supernet classifier, or a static subnet
     classifier when ``arch`` is None) on seeded calibration batches, then evaluate it. The
     model's BN statistics are left recalibrated; callers that need the supernet unchanged use
@@ -62,7 +77,7 @@ def evaluate_subnet(model, arch, dataloader, evaluator, calib_dataloader=None, c
     if arch is not None:
         core.set_subnet(arch, BINARY)
     if calib_dataloader is not None and calib_batches > 0:
-        _reseed(calib_seed)  # same images and augmentations for every candidate and every run
+        reseed(calib_seed)  # same images and augmentations for every candidate and every run
         recalibrate_bn(core, calib_dataloader, calib_batches)
     core.eval()
     for batch in dataloader:
@@ -94,14 +109,31 @@ class EvolutionParetoSearchLoop(BaseLoop):
         img_size, num_classes: at which the OPs are counted.
         seed: seed of the search (candidates, calibration batches).
         score_key: the metric maximised.
+        max_draws: draws per wanted candidate before giving up on finding new ones.
+        resume: continue from ``work_dir/search_state.json`` (written after every generation).
     """
 
-    def __init__(self, runner, dataloader, evaluator, calib_dataloader, calib_batches: int = 10,
-                 population_size: int = 512, max_generations: int = 20, num_mutation: int = 128,
-                 num_crossover: int = 128, mutate_prob: float = 0.2, ops_range: Sequence[float] = (20, 180),
-                 ops_step: float = 2, img_size=224, num_classes: Optional[int] = None, seed: int = 0,
-                 score_key: str = 'accuracy/top1', max_draws: int = 100):
+    def __init__(self,
+                 runner,
+                 dataloader,
+                 evaluator,
+                 calib_dataloader,
+                 calib_batches: int = 10,
+                 population_size: int = 512,
+                 max_generations: int = 20,
+                 num_mutation: int = 128,
+                 num_crossover: int = 128,
+                 mutate_prob: float = 0.2,
+                 ops_range: Sequence[float] = (20, 180),
+                 ops_step: float = 2,
+                 img_size=224,
+                 num_classes: Optional[int] = None,
+                 seed: int = 0,
+                 score_key: str = 'accuracy/top1',
+                 max_draws: int = 100,
+                 resume: bool = False):
         super().__init__(runner, dataloader)
+        self.resume = bool(resume)
         self.evaluator = runner.build_evaluator(evaluator)
         self.calib_dataloader = runner.build_dataloader(calib_dataloader, seed=seed) \
             if isinstance(calib_dataloader, dict) else calib_dataloader
@@ -148,10 +180,17 @@ class EvolutionParetoSearchLoop(BaseLoop):
 
     def state_dict(self) -> dict:
         rng = self.rng.getstate()
-        return dict(version=1, seed=self.seed, generation=self.generation, cache=self.cache,
-                    front={repr(k): v for k, v in self.front.items()},
-                    rng_state=[rng[0], list(rng[1]), rng[2]],
-                    settings=self.settings())
+        return dict(
+            version=1,
+            seed=self.seed,
+            generation=self.generation,
+            cache=self.cache,
+            front={
+                repr(k): v
+                for k, v in self.front.items()
+            },
+            rng_state=[rng[0], list(rng[1]), rng[2]],
+            settings=self.settings())
 
     def load_state_dict(self, state: dict) -> None:
         saved, now = dict(state.get('settings', {})), self.settings()
@@ -169,12 +208,19 @@ class EvolutionParetoSearchLoop(BaseLoop):
         self.rng.setstate((v, tuple(internal), gauss))
 
     def settings(self) -> dict:
-        return dict(population_size=self.population_size, max_generations=self.max_generations,
-                    num_mutation=self.num_mutation, num_crossover=self.num_crossover,
-                    mutate_prob=self.mutate_prob, ops_range=[self.ops_min, self.ops_max], ops_step=self.ops_step,
-                    img_size=self.img_size if isinstance(self.img_size, int) else list(self.img_size),
-                    num_classes=self.num_classes, seed=self.seed, calib_batches=self.calib_batches,
-                    search_space=self.space.to_dict())
+        return dict(
+            population_size=self.population_size,
+            max_generations=self.max_generations,
+            num_mutation=self.num_mutation,
+            num_crossover=self.num_crossover,
+            mutate_prob=self.mutate_prob,
+            ops_range=[self.ops_min, self.ops_max],
+            ops_step=self.ops_step,
+            img_size=self.img_size if isinstance(self.img_size, int) else list(self.img_size),
+            num_classes=self.num_classes,
+            seed=self.seed,
+            calib_batches=self.calib_batches,
+            search_space=self.space.to_dict())
 
     # ------------------------------------------------------------------ candidates
     def _draw(self, make, n: int) -> List[str]:
@@ -215,8 +261,8 @@ class EvolutionParetoSearchLoop(BaseLoop):
         pending = set(mutants)
         crosses = []
         while len(crosses) < self.num_crossover:
-            got = self._draw(lambda: crossover(self.space, self.rng.choice(parents), self.rng.choice(parents),
-                                               self.rng), 1)
+            got = self._draw(
+                lambda: crossover(self.space, self.rng.choice(parents), self.rng.choice(parents), self.rng), 1)
             if not got:
                 break
             if got[0] not in pending:
@@ -228,18 +274,18 @@ class EvolutionParetoSearchLoop(BaseLoop):
     def evaluate_candidates(self, texts: List[str], generation: int, total_left: int) -> None:
         for i, text in enumerate(texts):
             arch = Architecture.from_text(text)
-            metrics = evaluate_subnet(self.runner.model, arch, self.dataloader, self.evaluator,
-                                      self.calib_dataloader, self.calib_batches, self.seed, self.score_key)
+            metrics = evaluate_subnet(self.runner.model, arch, self.dataloader, self.evaluator, self.calib_dataloader,
+                                      self.calib_batches, self.seed, self.score_key)
             self.cache[text] = dict(ops=self.ops_m(arch), acc=float(metrics[self.score_key]), generation=generation)
             self.update_front(text)
             self._evaluated_this_run += 1
             done = self._evaluated_this_run
             rate = (time.time() - self._t0) / done
             eta = rate * (total_left - done)
-            self.runner.logger.info(
-                f'[search] gen {generation}/{self.max_generations} cand {i + 1}/{len(texts)}: '
-                f'{self.cache[text]["ops"]:.2f}M OPs, top-1 {self.cache[text]["acc"]:.2f} | front {len(self.front)} bins'
-                f' | eta {time.strftime("%H:%M:%S", time.gmtime(max(eta, 0)))}')
+            self.runner.logger.info(f'[search] gen {generation}/{self.max_generations} cand {i + 1}/{len(texts)}: '
+                                    f'{self.cache[text]["ops"]:.2f}M OPs, top-1 {self.cache[text]["acc"]:.2f} '
+                                    f'| front {len(self.front)} bins'
+                                    f' | eta {time.strftime("%H:%M:%S", time.gmtime(max(eta, 0)))}')
 
     def _expected_left(self) -> int:
         init = 0 if self.generation >= 0 else self.population_size
@@ -250,60 +296,103 @@ class EvolutionParetoSearchLoop(BaseLoop):
             atomic_write_text(self.state_path, json.dumps(self.state_dict()))
             self.write_outputs()
 
-    def run(self, resume: bool = False) -> dict:
-        if resume:
-            if not osp.isfile(self.state_path):
-                raise FileNotFoundError(f'search: --resume but no state at {self.state_path}')
-            with open(self.state_path) as f:
-                self.load_state_dict(json.load(f))
-            self.runner.logger.info(f'[search] resumed after generation {self.generation} '
-                                    f'({len(self.cache)} candidates evaluated)')
+    # ------------------------------------------------------------------ the loop
+    # what the runner and its hooks read from a train loop: a generation is an epoch, a candidate
+    # evaluation an iteration
+    @property
+    def epoch(self) -> int:
+        return max(self.generation, 0)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.max_generations
+
+    @property
+    def iter(self) -> int:
+        return len(self.cache)
+
+    @property
+    def max_iters(self) -> int:
+        return self.population_size + self.max_generations * (self.num_mutation + self.num_crossover)
+
+    def _load_state(self) -> None:
+        if not osp.isfile(self.state_path):
+            raise FileNotFoundError(f'search: --resume but no state at {self.state_path}')
+        with open(self.state_path) as f:
+            self.load_state_dict(json.load(f))
+        self.runner.logger.info(f'[search] resumed after generation {self.generation} '
+                                f'({len(self.cache)} candidates evaluated)')
+
+    def _generation(self, g: int, total_left: int) -> None:
+        """Draw (rank 0), evaluate and record generation ``g`` (0: the initial population)."""
+        self.runner.call_hook('before_train_epoch')
+        make = self.initial_population if g == 0 else self.next_generation
+        texts = self._broadcast(make() if get_rank() == 0 else [])
+        self.evaluate_candidates(texts, g, total_left)
+        self.generation = g
+        self.save()
+        self.runner.message_hub.update_info('search/front_bins', len(self.front))
+        self.runner.logger.info(f'[search] generation {g} done: {len(self.cache)} evaluated, '
+                                f'front has {len(self.front)} bins')
+        self.runner.call_hook('after_train_epoch')
+
+    def run(self) -> dict:
+        """Run (or continue) the search; returns the front records (OPs bin -> entry)."""
+        self.runner.call_hook('before_train')
+        if self.resume:
+            self._load_state()
         self._t0 = time.time()
         total_left = self._expected_left()
-        if self.generation < 0:
-            texts = self._broadcast(self.initial_population() if get_rank() == 0 else [])
-            self.evaluate_candidates(texts, 0, total_left)
-            self.generation = 0
-            self.save()
-        while self.generation < self.max_generations:
-            g = self.generation + 1
-            texts = self._broadcast(self.next_generation() if get_rank() == 0 else [])
-            self.evaluate_candidates(texts, g, total_left)
-            self.generation = g
-            self.save()
-            self.runner.logger.info(f'[search] generation {g} done: {len(self.cache)} evaluated, '
-                                    f'front has {len(self.front)} bins')
+        for g in range(self.generation + 1, self.max_generations + 1):
+            self._generation(g, total_left)
         self.save()
+        self.runner.call_hook('after_train')
+        self.runner.logger.info(f'[search] Pareto front written to {osp.join(self.runner.work_dir, "pareto.json")}: '
+                                f'{len(self.front)} bins')
         return self.front_records()
 
     # ------------------------------------------------------------------ outputs
     def front_records(self) -> dict:
-        return {b: dict(bin=b, arch=t, ops=self.cache[t]['ops'], acc=self.cache[t]['acc'])
-                for b, t in sorted(self.front.items())}
+        return {
+            b: dict(bin=b, arch=t, ops=self.cache[t]['ops'], acc=self.cache[t]['acc'])
+            for b, t in sorted(self.front.items())
+        }
 
     def write_outputs(self) -> None:
         wd = self.runner.work_dir
         front = list(self.front_records().values())
-        meta = dict(ops_unit='M', score=self.score_key, img_size=self.settings()['img_size'],
-                    num_classes=self.num_classes, generation=self.generation, search_space=self.space.to_dict())
+        meta = dict(
+            ops_unit='M',
+            score=self.score_key,
+            img_size=self.settings()['img_size'],
+            num_classes=self.num_classes,
+            generation=self.generation,
+            search_space=self.space.to_dict())
         atomic_write_text(osp.join(wd, 'pareto.json'), json.dumps(dict(front=front, **meta), indent=1))
         cands = [dict(arch=t, **r) for t, r in self.cache.items()]
         atomic_write_text(osp.join(wd, 'candidates.json'), json.dumps(dict(candidates=cands, **meta), indent=1))
-        plot_pareto(self.cache, front, osp.join(wd, 'pareto.png'), self.score_key,
-                    (self.ops_min, self.ops_max))
+        plot_pareto(self.cache, front, osp.join(wd, 'pareto.png'), self.score_key, (self.ops_min, self.ops_max))
 
 
-def plot_pareto(cache: Dict[str, dict], front: List[dict], path: str, score_key: str = 'accuracy/top1',
+def plot_pareto(cache: Dict[str, dict],
+                front: List[dict],
+                path: str,
+                score_key: str = 'accuracy/top1',
                 window=None) -> Optional[str]:
     """Accuracy vs OPs: every evaluated candidate, the front, and the presets A-F when evaluated."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    ax.scatter([r['ops'] for r in cache.values()], [r['acc'] for r in cache.values()], s=8, c='0.7',
+    ax.scatter([r['ops'] for r in cache.values()], [r['acc'] for r in cache.values()],
+               s=8,
+               c='0.7',
                label=f'candidates ({len(cache)})')
     if front:
-        ax.plot([r['ops'] for r in front], [r['acc'] for r in front], '-o', c='tab:red', ms=3,
+        ax.plot([r['ops'] for r in front], [r['acc'] for r in front],
+                '-o',
+                c='tab:red',
+                ms=3,
                 label=f'front ({len(front)} bins)')
     for name, text in PRESET_TEXTS.items():
         canon = Architecture.from_text(text).to_text()

@@ -1,7 +1,6 @@
 """Validation / test loops that evaluate a list of subnets of a supernet, each after BN
 recalibration, and log top-1 / top-5 per subnet."""
 from __future__ import annotations
-
 import random
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -82,8 +81,37 @@ class _SubnetLoopMixin:
         return all_metrics
 
 
+class _SubnetEvalLoop(_SubnetLoopMixin):
+    """``run`` of a val / test loop over several subnets (``_phase``: 'val' or 'test')."""
+
+    _phase = 'val'
+
+    def __init__(self,
+                 runner,
+                 dataloader,
+                 evaluator,
+                 subnets=('largest', 'smallest'),
+                 calib_batches: int = 10,
+                 calib_dataloader: Optional[dict] = None,
+                 random_seed: int = 0,
+                 ops_img_size=224,
+                 fp16=False):
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self._setup_subnets(subnets, calib_batches, calib_dataloader, random_seed, ops_img_size)
+
+    def run(self) -> dict:
+        phase = self._phase
+        self.runner.call_hook(f'before_{phase}')
+        self.runner.call_hook(f'before_{phase}_epoch')
+        self.runner.model.eval()
+        metrics = self._evaluate_subnets(phase)
+        self.runner.call_hook(f'after_{phase}_epoch', metrics=metrics)
+        self.runner.call_hook(f'after_{phase}')
+        return metrics
+
+
 @LOOPS.register_module()
-class SubnetValLoop(_SubnetLoopMixin, ValLoop):
+class SubnetValLoop(_SubnetEvalLoop, ValLoop):
     """ValLoop over several subnets.
 
     Args:
@@ -91,38 +119,14 @@ class SubnetValLoop(_SubnetLoopMixin, ValLoop):
             'random:N' (N random subnets under ND, drawn with ``random_seed``).
         calib_batches: training batches used to recalibrate BN before each subnet (0: none).
         calib_dataloader: dataloader config for recalibration (default: the train dataloader).
+        random_seed: seed of the 'random:N' subnets and of the calibration dataloader.
         ops_img_size: input size at which the logged OPs are counted.
+        fp16: as mmengine's ValLoop.
     """
-
-    def __init__(self, runner, dataloader, evaluator, subnets=('largest', 'smallest'), calib_batches: int = 10,
-                 calib_dataloader: Optional[dict] = None, random_seed: int = 0, ops_img_size=224, fp16=False):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calib_batches, calib_dataloader, random_seed, ops_img_size)
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_val')
-        self.runner.call_hook('before_val_epoch')
-        self.runner.model.eval()
-        metrics = self._evaluate_subnets('val')
-        self.runner.call_hook('after_val_epoch', metrics=metrics)
-        self.runner.call_hook('after_val')
-        return metrics
+    _phase = 'val'
 
 
 @LOOPS.register_module()
-class SubnetTestLoop(_SubnetLoopMixin, TestLoop):
+class SubnetTestLoop(_SubnetEvalLoop, TestLoop):
     """TestLoop over several subnets (same arguments as :class:`SubnetValLoop`)."""
-
-    def __init__(self, runner, dataloader, evaluator, subnets=('largest', 'smallest'), calib_batches: int = 10,
-                 calib_dataloader: Optional[dict] = None, random_seed: int = 0, ops_img_size=224, fp16=False):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._setup_subnets(subnets, calib_batches, calib_dataloader, random_seed, ops_img_size)
-
-    def run(self) -> dict:
-        self.runner.call_hook('before_test')
-        self.runner.call_hook('before_test_epoch')
-        self.runner.model.eval()
-        metrics = self._evaluate_subnets('test')
-        self.runner.call_hook('after_test_epoch', metrics=metrics)
-        self.runner.call_hook('after_test')
-        return metrics
+    _phase = 'test'

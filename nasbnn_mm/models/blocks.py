@@ -1,10 +1,10 @@
 """The NAS-BNN building blocks: the 8-bit stem and the separable binary layer.
 
-The same classes build the supernet (sized for the largest choices) and a static subnet
-(sized for exactly one choice); only their sizes differ.
+The same classes build the supernet (sized for the largest choices), a static subnet (sized
+for exactly one choice; ``to_static``) and a deployed subnet (``to_deployed``); only their
+children's forms differ.
 """
 from __future__ import annotations
-
 import math
 from typing import Optional
 
@@ -13,7 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ..ops import BINARY, LSQConv2d, RPReLU, RSign, SharedBinaryConv2d, SlicedBatchNorm2d
+from ..ops import (BINARY, DeployedBinaryConv2d, LSQConv2d, PackedFormatError, RPReLU, RSign, SharedBinaryConv2d,
+                   SlicedBatchNorm2d)
+from ..space import LayerChoice
 
 __all__ = ['Stem', 'SeparableBinaryLayer', 'shortcut']
 
@@ -76,7 +78,10 @@ def _observed(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def _bn_rprelu(bn: nn.Module, act: nn.Module, y: torch.Tensor, res: Optional[torch.Tensor] = None,
+def _bn_rprelu(bn: nn.Module,
+               act: nn.Module,
+               y: torch.Tensor,
+               res: Optional[torch.Tensor] = None,
                stride: int = 1) -> torch.Tensor:
     """``act(bn(y) + shortcut(res, C, stride))`` (no shortcut when ``res`` is None), in the
     authors' order of operations: BN, + shortcut, + RPReLU input bias, PReLU, + output bias.
@@ -89,34 +94,94 @@ def _bn_rprelu(bn: nn.Module, act: nn.Module, y: torch.Tensor, res: Optional[tor
     return act(z)
 
 
-class Stem(nn.Module):
-    """3x3 conv with 8-bit LSQ weights on the full-precision image, then BN and RPReLU."""
+def _named(name: str, fn):
+    """``fn()``, with a PackedFormatError's message prefixed by the module's name."""
+    try:
+        return fn()
+    except PackedFormatError as e:
+        raise e.within(name) from None
 
-    def __init__(self, max_width: int, stride: int = 2, kernel: int = 3, in_channels: int = 3):
+
+def _shell(cls, *args, **kwargs):
+    """An instance built on the meta device (shapes only), whose children the caller replaces."""
+    with torch.device('meta'):
+        return cls(*args, **kwargs)
+
+
+class Stem(nn.Module):
+    """3x3 conv with 8-bit LSQ weights on the full-precision image, then BN and RPReLU.
+
+    Args:
+        max_width: output channels (the largest choice in a supernet).
+        stride, kernel, in_channels: of the conv.
+        deployed: build the deployed form's modules (folded BN); filled by ``unpack``.
+    """
+
+    def __init__(self, max_width: int, stride: int = 2, kernel: int = 3, in_channels: int = 3, deployed: bool = False):
         super().__init__()
         self.conv = LSQConv2d(in_channels, max_width, kernel, stride)
-        self.bn = SlicedBatchNorm2d(max_width)
+        self.bn = SlicedBatchNorm2d.deployed(max_width) if deployed else SlicedBatchNorm2d(max_width)
         self.act = RPReLU(max_width)
 
     def forward(self, x: torch.Tensor, width: int) -> torch.Tensor:
         return _bn_rprelu(self.bn, self.act, self.conv(x, width))
 
+    def to_static(self, width: int) -> 'Stem':
+        """The stem of one width, holding copies of this one's first ``width`` channels."""
+        stem = _shell(Stem, width, self.conv.stride, self.conv.kernel_size, self.conv.in_channels)
+        stem.conv, stem.bn, stem.act = self.conv.to_static(width), self.bn.to_static(width), self.act.to_static(width)
+        return stem
+
+    def to_deployed(self) -> 'Stem':
+        stem = _shell(Stem, self.conv.max_out, self.conv.stride, self.conv.kernel_size, self.conv.in_channels)
+        stem.conv, stem.bn, stem.act = (_named(n, getattr(self, n).to_deployed) for n in ('conv', 'bn', 'act'))
+        return stem
+
 
 class SeparableBinaryLayer(nn.Module):
     """RSign -> binary k x k group conv (keeps channels, may stride) -> BN -> +shortcut -> RPReLU
-    -> RSign -> binary 1x1 conv (to the layer's width) -> BN -> +shortcut -> RPReLU."""
+    -> RSign -> binary 1x1 conv (to the layer's width) -> BN -> +shortcut -> RPReLU.
 
-    def __init__(self, max_in: int, max_out: int, kernels=(3,), groups=(1,), stride: int = 1,
-                 bi_transform: bool = True, wn_eps: float = 1e-5, wn_unbiased: bool = False):
+    The one description of a layer: a supernet's (dynamic, sized for the largest choices), a
+    static subnet's (``to_static``: one choice) and a deployed subnet's (``to_deployed``: ±1 signs
+    and alpha, folded BN) layers are this class with other children.
+
+    Args:
+        max_in, max_out: input channels and width (the largest choices in a supernet).
+        kernels, groups: the k x k conv's choices; stride: its stride.
+        bi_transform: learn a Bi-Transformation matrix (supernet).
+        wn_eps, wn_unbiased: the binary convs' weight normalization.
+        deployed: build the deployed form's modules (one kernel and groups value).
+    """
+
+    def __init__(self,
+                 max_in: int,
+                 max_out: int,
+                 kernels=(3, ),
+                 groups=(1, ),
+                 stride: int = 1,
+                 bi_transform: bool = True,
+                 wn_eps: float = 1e-5,
+                 wn_unbiased: bool = False,
+                 deployed: bool = False):
         super().__init__()
         self.stride = stride
+        bn = SlicedBatchNorm2d.deployed if deployed else SlicedBatchNorm2d
         self.sign1 = RSign(max_in)
-        self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps, wn_unbiased)
-        self.bn1 = SlicedBatchNorm2d(max_in)
+        if deployed:
+            if len(kernels) != 1 or len(groups) != 1:
+                raise ValueError(f'SeparableBinaryLayer: a deployed layer has one kernel and groups value, '
+                                 f'got kernels {tuple(kernels)}, groups {tuple(groups)}')
+            self.conv_kxk = DeployedBinaryConv2d(max_in, max_in, kernels[0], groups[0])
+        else:
+            self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps, wn_unbiased)
+        self.bn1 = bn(max_in)
         self.act1 = RPReLU(max_in)
         self.sign2 = RSign(max_in)
-        self.conv_1x1 = SharedBinaryConv2d(max_in, max_out, (1,), (1,), bi_transform, wn_eps, wn_unbiased)
-        self.bn2 = SlicedBatchNorm2d(max_out)
+        self.conv_1x1 = (
+            DeployedBinaryConv2d(max_in, max_out, 1, 1) if deployed else SharedBinaryConv2d(
+                max_in, max_out, (1, ), (1, ), bi_transform, wn_eps, wn_unbiased))
+        self.bn2 = bn(max_out)
         self.act2 = RPReLU(max_out)
 
     def forward(self, x: torch.Tensor, width: int, kernel: int, groups: int, mode: str = BINARY):
@@ -125,3 +190,24 @@ class SeparableBinaryLayer(nn.Module):
         y = _bn_rprelu(self.bn1, self.act1, y, x, self.stride)
         z = self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode)
         return _bn_rprelu(self.bn2, self.act2, z, y, 1)
+
+    def to_static(self, c_in: int, choice: LayerChoice, mode: str = BINARY) -> 'SeparableBinaryLayer':
+        """The layer of one choice for ``c_in`` input channels (binary-mode weights fold the
+        Bi-Transformation; teacher-mode weights do not)."""
+        w, k, g = choice.width, choice.kernel, choice.groups
+        layer = _shell(SeparableBinaryLayer, c_in, w, (k, ), (g, ), self.stride, False)
+        layer.sign1, layer.sign2 = self.sign1.to_static(c_in), self.sign2.to_static(c_in)
+        layer.conv_kxk = self.conv_kxk.to_static(c_in, c_in, k, g, mode)
+        layer.conv_1x1 = self.conv_1x1.to_static(c_in, w, 1, 1, mode)
+        layer.bn1, layer.act1 = self.bn1.to_static(c_in), self.act1.to_static(c_in)
+        layer.bn2, layer.act2 = self.bn2.to_static(w), self.act2.to_static(w)
+        return layer
+
+    def to_deployed(self) -> 'SeparableBinaryLayer':
+        """The deployed form of a static layer."""
+        kxk = self.conv_kxk
+        layer = _shell(SeparableBinaryLayer, kxk.max_in, self.conv_1x1.max_out, kxk.kernel_sizes, kxk.groups_choices,
+                       self.stride, False)
+        for name, child in self.named_children():
+            setattr(layer, name, _named(name, child.to_deployed))
+        return layer

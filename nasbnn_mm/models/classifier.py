@@ -1,6 +1,5 @@
 """The supernet classifier trained with the sandwich rule and Bi-Teacher distillation."""
 from __future__ import annotations
-
 import random
 from typing import Dict, List, Optional, Tuple
 
@@ -17,7 +16,9 @@ from ..space import Architecture
 __all__ = ['SandwichClassifier', 'sandwich_students']
 
 
-def sandwich_students(space, iteration: int, sample_seed: int = 0,
+def sandwich_students(space,
+                      iteration: int,
+                      sample_seed: int = 0,
                       num_random: int = 2) -> List[Tuple[str, Architecture]]:
     """The student subnets the sandwich rule trains at ``iteration``: the smallest, then
     ``num_random`` random ones from ``random.Random(f'{sample_seed}-{iteration}')`` (a pure
@@ -44,8 +45,12 @@ class SandwichClassifier(ImageClassifier):
     Outside training the classifier runs the backbone's current subnet (``set_subnet``).
     """
 
-    def __init__(self, backbone: dict, neck: Optional[dict] = None, head: Optional[dict] = None,
-                 num_random: int = 2, sample_seed: int = 0,
+    def __init__(self,
+                 backbone: dict,
+                 neck: Optional[dict] = None,
+                 head: Optional[dict] = None,
+                 num_random: int = 2,
+                 sample_seed: int = 0,
                  teacher_loss: dict = dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
                  distill_loss: dict = dict(type='mmpretrain.CrossEntropyLoss', use_soft=True),
                  **kwargs):

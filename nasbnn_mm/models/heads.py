@@ -13,8 +13,11 @@ class SlicedLinearClsHead(LinearClsHead):
     """mmpretrain's LinearClsHead whose ``fc`` has ``in_channels`` = the largest width; an input
     with C channels uses the first C columns of the weight (and the whole bias)."""
 
-    def __init__(self, num_classes: int, in_channels: int,
-                 loss: dict = dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0), **kwargs):
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 loss: dict = dict(type='mmpretrain.CrossEntropyLoss', loss_weight=1.0),
+                 **kwargs):
         # scoped loss type: builds whatever the caller's default scope is
         super().__init__(num_classes, in_channels, loss=loss, **kwargs)
 

@@ -2,7 +2,9 @@
 
 :func:`pack_subnet` turns the state dict of a static subnet classifier (``backbone.<NASBNNSubnet
 keys>`` and ``head.fc.weight/bias``, as :func:`nasbnn_mm.models.export.subnet_classifier_state`
-produces) into what a binary deployment stores, computed with the model's own operators:
+produces) into what a binary deployment stores. The static backbone is turned into its deployed
+form (:meth:`NASBNNSubnet.to_deployed`: each module's ``to_deployed``), and every module of that
+form describes what it stores (:mod:`nasbnn_mm.ops.packing`):
 
 * every binary conv: its effective weight ``alpha * sign(normalize(W))`` as sign bits (1 = +1,
   0 = -1; ``numpy.packbits``, big bit order, each conv's bits padded to a whole byte) plus the
@@ -20,49 +22,44 @@ The result is a checkpoint-shaped dict of three tensors and plain metadata::
      'state_dict': {'binary_bits': uint8 (B,), 'stem_int8': int8 (C, 3, k, k), 'fp32': float32 (F,)}}
 
 which :func:`save_packed` writes with :func:`nasbnn_mm.utils.checkpoint.publish_checkpoint`
-(loads with ``weights_only=True``). The order of the segments inside ``binary_bits`` and ``fp32``
-is fixed by the architecture (see :func:`packed_layout`), so the file holds no per-tensor
-names and its size is the deployed size that :func:`nasbnn_mm.space.profile_arch` reports
-(1 bit per binary weight, 1 byte per stem weight, 4 per float) plus the padding of each conv's
-bits to a byte and a few KB of container and metadata.
+(loads with ``weights_only=True``). The segments follow the deployed model's module order
+(:func:`packed_layout`), so the file holds no per-tensor names and its size is the deployed size
+that :func:`nasbnn_mm.space.profile_arch` reports (1 bit per binary weight, 1 byte per stem
+weight, 4 per float) plus the padding of each conv's bits to a byte and a few KB of container
+and metadata.
 
-:func:`unpack_subnet` gives back the state dict of a :class:`NASBNNDeployedSubnet` classifier:
-a :class:`NASBNNSubnet` whose binary convs hold the deployed ``sign`` (±1) and ``alpha`` and use
-``sign * alpha`` directly (no weight normalization), whose stem is the ordinary LSQ conv holding
-``int8 * step`` (re-quantizing it with the same step is exact, so the stem uses the stored
-integers), and whose BNs hold the folded scale / shift (mean 0, variance 1, eps 0). Its logits
-equal the static model's (bit for bit on CPU in our tests). :func:`load_packed` rebuilds it.
+:func:`unpack_subnet` gives back the state dict of a :class:`NASBNNDeployedSubnet` classifier
+(:func:`build_deployed_classifier`); :func:`load_packed` rebuilds the model. Its logits equal the
+static model's up to the rounding of the folded BN.
 """
 from __future__ import annotations
-
 import math
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn as nn
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.models.heads import LinearClsHead
 from mmpretrain.models.necks import GlobalAveragePooling
 
-from ..ops import BINARY, SharedBinaryConv2d, SlicedBatchNorm2d, lsq_quantize
-from ..registry import MODELS
-from ..space import Architecture, SearchSpace
+from ..ops import BINARY, BITS, FP32, INT8, DeployedBinaryConv2d, Field, PackedFormatError
+from ..space import Architecture, Geometry, SearchSpace, layer_shapes
 from ..utils.checkpoint import load_checkpoint_file, publish_checkpoint
-from .supernet import NASBNNSubnet
+from .blocks import SeparableBinaryLayer, Stem
+from .supernet import NASBNNDeployedSubnet, NASBNNSubnet
 
-__all__ = ['PACKED_FORMAT', 'PackedFormatError', 'Segment', 'packed_layout', 'pack_subnet', 'pack_classifier',
-           'unpack_subnet', 'save_packed', 'load_packed', 'build_deployed_classifier', 'NASBNNDeployedSubnet',
-           'DeployedBinaryConv2d']
+__all__ = [
+    'PACKED_FORMAT', 'PackedFormatError', 'Segment', 'packed_layout', 'pack_subnet', 'pack_classifier', 'unpack_subnet',
+    'save_packed', 'load_packed', 'build_deployed_classifier', 'NASBNNDeployedSubnet', 'DeployedBinaryConv2d'
+]
 
 PACKED_FORMAT = 'nasbnn-packed-v1'
+_DTYPES = {BITS: torch.uint8, INT8: torch.int8, FP32: torch.float32}
+_TENSORS = {BITS: 'binary_bits', INT8: 'stem_int8', FP32: 'fp32'}
 
 
-class PackedFormatError(ValueError):
-    """Bad input to packing / unpacking (one-line message naming the field)."""
-
-
-# ---------------------------------------------------------------------------- layout
 class Segment(NamedTuple):
     kind: str  # 'int8', 'bits' or 'fp32'
     name: str  # key in the deployed classifier's state dict
@@ -74,133 +71,92 @@ class Segment(NamedTuple):
         return math.prod(self.shape)
 
 
-def packed_layout(arch: Architecture, num_classes: int, stem_kernel: int = 3,
-                  in_channels: int = 3) -> List[Segment]:
+# ---------------------------------------------------------------------------- layout
+class _Linear(nn.Linear):
+    """The classifier's fields (its weight rows are the classes, then the bias)."""
+
+    def packed_fields(self) -> List[Field]:
+        return [Field(FP32, 'weight', tuple(self.weight.shape)), Field(FP32, 'bias', tuple(self.bias.shape))]
+
+    def packed_values(self) -> List[torch.Tensor]:
+        return [self.weight.detach().float().reshape(-1), self.bias.detach().float()]
+
+    def unpacked_state(self, values) -> Dict[str, torch.Tensor]:
+        return dict(weight=values[0].reshape(self.weight.shape), bias=values[1])
+
+
+def _stored_modules(root: nn.Module, prefix: str) -> Iterator[Tuple[str, nn.Module]]:
+    """(state-dict prefix, module) of every module that stores packed fields, in module order."""
+    for name, m in root.named_modules():
+        if hasattr(m, 'packed_fields'):
+            yield f'{prefix}{name}.' if name else prefix, m
+
+
+def _deployed_shell(arch: Architecture, num_classes: int, stem_kernel: int, in_channels: int):
+    """The deployed backbone's modules and the classifier, on the meta device (shapes only)."""
+    shapes = layer_shapes(arch, 1, Geometry.flat(len(arch.stages), stem_kernel), num_classes, in_channels)
+    with torch.device('meta'):
+        backbone = nn.Module()
+        backbone.stem = Stem(shapes[0].out_channels, 1, stem_kernel, in_channels, deployed=True)
+        backbone.stages = nn.ModuleList(nn.ModuleList() for _ in arch.stages)
+        for kxk, pw in zip(shapes[1:-1:2], shapes[2:-1:2]):
+            backbone.stages[kxk.stage].append(
+                SeparableBinaryLayer(
+                    kxk.in_channels, pw.out_channels, (kxk.kernel, ), (kxk.groups, ), 1, False, deployed=True))
+        fc = _Linear(shapes[-1].in_channels, num_classes)
+    return backbone, fc
+
+
+def packed_layout(arch: Architecture, num_classes: int, stem_kernel: int = 3, in_channels: int = 3) -> List[Segment]:
     """Ordered :class:`Segment` (kind, name, shape, groups) of everything the packed form stores.
 
     ``kind``: 'int8' (stem weight, tensor ``stem_int8``), 'bits' (a binary conv's signs, appended
     to ``binary_bits``, each padded to a byte) or 'fp32' (appended flat to ``fp32``). Names are
     the keys of the deployed classifier's state dict (BN ``weight`` / ``bias`` = folded scale /
-    shift). Order: stem (int8 weight, step, BN, RPReLU), then per layer RSign1, k x k conv (bits,
-    alpha), BN1, RPReLU1, RSign2, 1x1 conv (bits, alpha), BN2, RPReLU2, then the fc weight
-    (rows = classes) and bias.
+    shift). Order: the deployed model's modules -- stem (int8 weight, step, BN, RPReLU), then per
+    layer RSign1, k x k conv (bits, alpha), BN1, RPReLU1, RSign2, 1x1 conv (bits, alpha), BN2,
+    RPReLU2, then the fc weight (rows = classes) and bias.
     """
-    out: List[Segment] = []
-
-    def vec(prefix, names, c):
-        out.extend(Segment('fp32', prefix + n, (c,)) for n in names)
-
-    c = arch.stem.width
-    out.append(Segment('int8', 'backbone.stem.conv.weight', (c, in_channels, stem_kernel, stem_kernel)))
-    vec('backbone.stem.', ('conv.step', 'bn.weight', 'bn.bias', 'act.bias_in', 'act.slope', 'act.bias_out'), c)
-    for si, li, ch in arch.layers():
-        p = f'backbone.stages.{si}.{li}.'
-        vec(p, ('sign1.bias',), c)
-        out.append(Segment('bits', p + 'conv_kxk.sign', (c, c // ch.groups, ch.kernel, ch.kernel), ch.groups))
-        vec(p, ('conv_kxk.alpha', 'bn1.weight', 'bn1.bias', 'act1.bias_in', 'act1.slope', 'act1.bias_out',
-                'sign2.bias'), c)
-        out.append(Segment('bits', p + 'conv_1x1.sign', (ch.width, c, 1, 1), 1))
-        vec(p, ('conv_1x1.alpha', 'bn2.weight', 'bn2.bias', 'act2.bias_in', 'act2.slope', 'act2.bias_out'), ch.width)
-        c = ch.width
-    out.append(Segment('fp32', 'head.fc.weight', (num_classes, c)))
-    out.append(Segment('fp32', 'head.fc.bias', (num_classes,)))
-    return out
-
-
-# ---------------------------------------------------------------------------- deployed model
-class DeployedBinaryConv2d(SharedBinaryConv2d):
-    """A static binary conv that stores its deployed weight: ``sign`` (±1) and per-output-channel
-    ``alpha``; the effective weight is ``sign * alpha`` (no latent weight, no normalization).
-    Forward is :meth:`SharedBinaryConv2d.forward`."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, groups: int):
-        super().__init__(in_channels, out_channels, (kernel,), (groups,), bi_transform=False)
-        del self.weight
-        self.groups = groups
-        self.register_buffer('sign', torch.ones(out_channels, in_channels // groups, kernel, kernel))
-        self.register_buffer('alpha', torch.ones(out_channels))
-
-    def latent_weight(self, *args, **kwargs):
-        raise RuntimeError('DeployedBinaryConv2d: a deployed binary conv has no latent weight')
-
-    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY,
-                         memory_format=torch.contiguous_format):
-        # ``memory_format`` is a layout hint; the stored kernel is returned as it is (a deployed
-        # model converts nothing per call)
-        if mode != BINARY:
-            raise ValueError(f'mode: {mode!r} not allowed for a deployed binary conv (allowed: {BINARY})')
-        if (c_out, c_in // groups, kernel, groups) != (*self.sign.shape[:2], self.sign.shape[-1], self.groups):
-            raise ValueError(f'DeployedBinaryConv2d: asked for (out {c_out}, in {c_in}, k {kernel}, g {groups}), '
-                             f'holds sign {tuple(self.sign.shape)} with groups {self.groups}')
-        return self.sign * self.alpha.view(-1, 1, 1, 1)
-
-
-@MODELS.register_module()
-class NASBNNDeployedSubnet(NASBNNSubnet):
-    """Inference-only :class:`NASBNNSubnet` in the deployed binary form (see the module doc):
-    binary convs are :class:`DeployedBinaryConv2d`, BNs hold folded scale / shift (eps 0).
-
-    Args:
-        arch, search_space, out_indices: as :class:`NASBNNSubnet`.
-    """
-
-    def __init__(self, arch, search_space=None, out_indices: Sequence[int] = (-1,), init_cfg=None):
-        super().__init__(arch, search_space, out_indices, BINARY, init_cfg=init_cfg)
-        c = self.arch.stem.width
-        for layers, choices in zip(self.stages, self.arch.stages):
-            for layer, ch in zip(layers, choices):
-                layer.conv_kxk = DeployedBinaryConv2d(c, c, ch.kernel, ch.groups)
-                layer.conv_1x1 = DeployedBinaryConv2d(c, ch.width, 1, 1)
-                c = ch.width
-        for m in self.modules():
-            if isinstance(m, SlicedBatchNorm2d):
-                m.eps = 0.0  # folded: y = x * weight + bias with running mean 0, variance 1
-
-    def forward(self, x: torch.Tensor):
-        if self.training:
-            raise RuntimeError('NASBNNDeployedSubnet: inference only (BN is folded); call .eval() first')
-        return super().forward(x)
+    backbone, fc = _deployed_shell(arch, num_classes, stem_kernel, in_channels)
+    mods = list(_stored_modules(backbone, 'backbone.')) + [('head.fc.', fc)]
+    return [Segment(f.kind, p + f.attr, f.shape, f.groups) for p, m in mods for f in m.packed_fields()]
 
 
 def build_deployed_classifier(arch, search_space, num_classes: int, data_preprocessor=None) -> ImageClassifier:
     """ImageClassifier(NASBNNDeployedSubnet, GAP, LinearClsHead) with default weights."""
     backbone = NASBNNDeployedSubnet(arch, search_space)
     head = LinearClsHead(num_classes, backbone.arch.stage_out_channels[-1])
-    return ImageClassifier(backbone=backbone, neck=GlobalAveragePooling(), head=head,
-                           data_preprocessor=data_preprocessor)
+    return ImageClassifier(
+        backbone=backbone, neck=GlobalAveragePooling(), head=head, data_preprocessor=data_preprocessor)
 
 
 # ---------------------------------------------------------------------------- pack
-def _fold_bn(sd: Dict[str, torch.Tensor], prefix: str, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """BN (eval) as y = x * scale + shift, with PyTorch's inference arithmetic:
-    scale = weight * rsqrt(var + eps), shift = bias - mean * scale (fused)."""
-    scale = torch.rsqrt(sd[prefix + 'running_var'] + eps) * sd[prefix + 'weight']
-    shift = torch.addcmul(sd[prefix + 'bias'], sd[prefix + 'running_mean'], scale, value=-1)
-    return scale, shift
+def _check_meta_settings(meta: dict) -> Tuple[float, bool]:
+    wn_eps, wn_unbiased = meta.get('wn_eps', 1e-5), meta.get('wn_unbiased', False)
+    if not isinstance(wn_eps, (int, float)) or isinstance(wn_eps, bool) or not wn_eps >= 0:
+        raise PackedFormatError(f'meta.wn_eps: {wn_eps!r} not allowed (allowed: a number >= 0)')
+    if not isinstance(wn_unbiased, bool):
+        raise PackedFormatError(f'meta.wn_unbiased: {wn_unbiased!r} not allowed (allowed: True, False)')
+    return float(wn_eps), wn_unbiased
 
 
-def _split_binary(w: torch.Tensor, name: str) -> Tuple[np.ndarray, torch.Tensor]:
-    """Sign bits and per-output-channel alpha of an effective binary weight alpha * sign."""
-    alpha = w.abs().flatten(1).amax(1)
-    bits = w > 0
-    rebuilt = torch.where(bits, alpha.view(-1, 1, 1, 1), -alpha.view(-1, 1, 1, 1))
-    if not torch.equal(rebuilt, w):
-        raise PackedFormatError(f'{name}: the effective binary weight is not ±alpha per output channel '
-                                '(a zero entry: the normalized weight is exactly 0 there), which ±1 bits cannot store')
-    return bits.flatten().numpy(), alpha
-
-
-def _stem_int8(conv, c: int, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """int8 integers q and step s with lsq_quantize(q * s, s) == the stem's quantized weight."""
-    if conv.bits > 8:
-        raise PackedFormatError(f'{name}: {conv.bits}-bit stem not allowed (allowed: at most 8 bits)')
-    wq = conv.quantized_weight(c)
-    step = conv.step[:c].clamp(min=torch.finfo(conv.step.dtype).eps)
-    q = torch.round(wq / step.view(-1, 1, 1, 1))
-    if q.min() < -128 or q.max() > 127 or not torch.equal(lsq_quantize(q * step.view(-1, 1, 1, 1), step,
-                                                                       conv.bits), wq):
-        raise PackedFormatError(f'{name}: the quantized stem weight is not an int8 multiple of its step')
-    return q.to(torch.int8), step
+def _static_backbone(state_dict: Dict[str, torch.Tensor], arch: Architecture, space: SearchSpace, wn_eps: float,
+                     wn_unbiased: bool) -> NASBNNSubnet:
+    net = NASBNNSubnet(arch, space.to_dict(), mode=BINARY, wn_eps=wn_eps, wn_unbiased=wn_unbiased)
+    bsd = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items() if k.startswith('backbone.'))
+    want = net.state_dict()
+    missing = [k for k in want if k not in bsd]
+    unexpected = [k for k in bsd if k not in want]
+    wrong = [
+        f'{k} {tuple(bsd[k].shape)} vs {tuple(want[k].shape)}' for k in want
+        if k in bsd and bsd[k].shape != want[k].shape
+    ]
+    if missing or unexpected or wrong:
+        what = (f'missing {missing[:3]}'
+                if missing else f'unexpected {unexpected[:3]}' if unexpected else f'shapes {wrong[:2]}')
+        raise PackedFormatError(f'state_dict: backbone keys do not match architecture {arch.to_text()!r} ({what})')
+    net.load_state_dict(bsd, strict=True)
+    return net.float().eval()
 
 
 @torch.no_grad()
@@ -222,81 +178,44 @@ def pack_subnet(state_dict: Dict[str, torch.Tensor], arch, meta: Optional[dict] 
     meta = dict(meta or {})
     space = SearchSpace.build(meta.get('search_space'))
     arch = space.validate(arch)
-    wn_eps, wn_unbiased = meta.get('wn_eps', 1e-5), meta.get('wn_unbiased', False)
-    if not isinstance(wn_eps, (int, float)) or isinstance(wn_eps, bool) or wn_eps < 0:
-        raise PackedFormatError(f'meta.wn_eps: {wn_eps!r} not allowed (allowed: a number >= 0)')
-    if not isinstance(wn_unbiased, bool):
-        raise PackedFormatError(f'meta.wn_unbiased: {wn_unbiased!r} not allowed (allowed: True, False)')
+    wn_eps, wn_unbiased = _check_meta_settings(meta)
     for k in ('head.fc.weight', 'head.fc.bias'):
         if k not in state_dict:
             raise PackedFormatError(f'state_dict: missing {k!r} (allowed: a subnet classifier state dict with '
                                     "'backbone.*' and 'head.fc.*' keys)")
-    fc_w = state_dict['head.fc.weight'].float()
-    num_classes = fc_w.shape[0]
-    net = NASBNNSubnet(arch, space.to_dict(), mode=BINARY, wn_eps=float(wn_eps), wn_unbiased=wn_unbiased)
-    bsd = OrderedDict((k[len('backbone.'):], v) for k, v in state_dict.items() if k.startswith('backbone.'))
-    want = net.state_dict()
-    missing = [k for k in want if k not in bsd]
-    unexpected = [k for k in bsd if k not in want]
-    wrong = [f'{k} {tuple(bsd[k].shape)} vs {tuple(want[k].shape)}' for k in want
-             if k in bsd and bsd[k].shape != want[k].shape]
-    if missing or unexpected or wrong:
-        what = (f'missing {missing[:3]}' if missing else f'unexpected {unexpected[:3]}' if unexpected
-                else f'shapes {wrong[:2]}')
-        raise PackedFormatError(f'state_dict: backbone keys do not match architecture {arch.to_text()!r} ({what})')
-    net.load_state_dict(bsd, strict=True)
-    net.float().eval()
-    sd = net.state_dict()
-
-    values: Dict[str, Union[torch.Tensor, np.ndarray]] = {}
-    c = arch.stem.width
-    values['backbone.stem.conv.weight'], values['backbone.stem.conv.step'] = _stem_int8(net.stem.conv, c, 'stem.conv')
-
-    def bn(prefix, module):
-        values['backbone.' + prefix + 'weight'], values['backbone.' + prefix + 'bias'] = \
-            _fold_bn(sd, prefix, module.eps)
-
-    bn('stem.bn.', net.stem.bn)
-    for si, li, ch in arch.layers():
-        layer = net.stages[si][li]
-        p = f'stages.{si}.{li}.'
-        bits, values['backbone.' + p + 'conv_kxk.alpha'] = _split_binary(
-            layer.conv_kxk.effective_weight(c, c, ch.kernel, ch.groups, BINARY), p + 'conv_kxk')
-        values['backbone.' + p + 'conv_kxk.sign'] = bits
-        bits, values['backbone.' + p + 'conv_1x1.alpha'] = _split_binary(
-            layer.conv_1x1.effective_weight(c, ch.width, 1, 1, BINARY), p + 'conv_1x1')
-        values['backbone.' + p + 'conv_1x1.sign'] = bits
-        bn(p + 'bn1.', layer.bn1)
-        bn(p + 'bn2.', layer.bn2)
-        c = ch.width
-    values['head.fc.weight'], values['head.fc.bias'] = fc_w, state_dict['head.fc.bias'].float()
-
-    layout = packed_layout(arch, num_classes, space.stem.kernel, net.stem.conv.in_channels)
-    bits_parts, fp32_parts, shapes = [], [], []
-    stem_int8 = None
-    for seg in layout:
-        # RSign / RPReLU vectors are stored as they are
-        v = values[seg.name] if seg.name in values else sd[seg.name[len('backbone.'):]]
-        if seg.kind == 'bits':
-            bits_parts.append(np.packbits(v, bitorder='big'))
-            shapes.append([*seg.shape, seg.groups])
-            continue
-        if tuple(v.shape) != seg.shape:
-            raise PackedFormatError(f'state_dict: {seg.name} has shape {tuple(v.shape)}, '
-                                    f'the architecture needs {seg.shape}')
-        if seg.kind == 'int8':
-            stem_int8 = v.contiguous()
-        else:
-            fp32_parts.append(v.detach().float().reshape(-1))
-    meta.update({'format': PACKED_FORMAT, 'arch': arch.to_text(), 'search_space': space.to_dict(),
-                 'num_classes': num_classes, 'img_channels': net.stem.conv.in_channels, 'bit_order': 'big',
-                 'binary_shapes': shapes})
-    for k in ('wn_eps', 'wn_unbiased'):  # the deployed model has no weight normalization
+    static = _static_backbone(state_dict, arch, space, wn_eps, wn_unbiased)
+    deployed = static.to_deployed()
+    fc = _Linear(*state_dict['head.fc.weight'].T.shape)
+    fc.load_state_dict(dict(weight=state_dict['head.fc.weight'].float(), bias=state_dict['head.fc.bias'].float()))
+    parts: Dict[str, list] = {BITS: [], INT8: [], FP32: []}
+    shapes = []
+    for prefix, m in list(_stored_modules(deployed, 'backbone.')) + [('head.fc.', fc)]:
+        try:
+            values = m.packed_values()
+        except PackedFormatError as e:
+            raise e.within(prefix[len('backbone.'):-1]) from None
+        for f, v in zip(m.packed_fields(), values):
+            if f.kind == BITS:
+                parts[BITS].append(np.packbits(v.cpu().numpy(), bitorder='big'))
+                shapes.append([*f.shape, f.groups])
+            else:
+                parts[f.kind].append(v.reshape(-1))
+    num_classes = fc.out_features
+    meta.update({
+        'format': PACKED_FORMAT,
+        'arch': arch.to_text(),
+        'search_space': space.to_dict(),
+        'num_classes': num_classes,
+        'img_channels': static.stem.conv.in_channels,
+        'bit_order': 'big',
+        'binary_shapes': shapes
+    })
+    for k in ('wn_eps', 'wn_unbiased', 'backbone_settings'):  # the deployed model has no weight normalization
         meta.pop(k, None)
     packed_sd = OrderedDict([
-        ('binary_bits', torch.from_numpy(np.concatenate(bits_parts))),
-        ('stem_int8', stem_int8),
-        ('fp32', torch.cat(fp32_parts).contiguous()),
+        ('binary_bits', torch.from_numpy(np.concatenate(parts[BITS]))),
+        ('stem_int8', torch.cat(parts[INT8]).reshape(static.stem.conv.weight.shape).contiguous()),
+        ('fp32', torch.cat(parts[FP32]).contiguous()),
     ])
     return {'meta': meta, 'state_dict': packed_sd}
 
@@ -308,9 +227,8 @@ def pack_classifier(classifier, meta: Optional[dict] = None) -> dict:
     if not isinstance(bb, NASBNNSubnet) or isinstance(bb, NASBNNDeployedSubnet) or bb.mode != BINARY:
         raise PackedFormatError(f'classifier.backbone: {type(bb).__name__} not allowed '
                                 '(allowed: a NASBNNSubnet in binary mode)')
-    conv = next(m for m in bb.modules() if isinstance(m, SharedBinaryConv2d))
     meta = dict(meta or {})
-    meta.update(search_space=bb.space.to_dict(), wn_eps=conv.wn_eps, wn_unbiased=conv.wn_unbiased)
+    meta.update(search_space=bb.space.to_dict(), **bb.settings())
     sd = OrderedDict(('backbone.' + k, v) for k, v in bb.state_dict().items())
     sd['head.fc.weight'], sd['head.fc.bias'] = classifier.head.fc.weight, classifier.head.fc.bias
     return pack_subnet(sd, bb.arch, meta)
@@ -323,6 +241,22 @@ def _meta_field(meta: dict, key: str, allowed: str):
     return meta[key]
 
 
+def _checked_payload(meta: dict, psd, arch: Architecture, layout: List[Segment]) -> None:
+    if not isinstance(psd, dict):
+        raise PackedFormatError(f'packed state_dict: {type(psd).__name__} not allowed (allowed: a dict of tensors)')
+    for kind, key in _TENSORS.items():
+        n = sum(math.ceil(s.numel / 8) if kind == BITS else s.numel for s in layout if s.kind == kind)
+        t = psd.get(key)
+        if not isinstance(t, torch.Tensor) or t.dtype != _DTYPES[kind] or t.numel() != n:
+            got = f'{t.dtype} with {t.numel()} values' if isinstance(t, torch.Tensor) else repr(type(t).__name__)
+            raise PackedFormatError(f'packed state_dict.{key}: {got} not allowed for {arch.to_text()!r} '
+                                    f'(allowed: {_DTYPES[kind]} with {n} values)')
+    shapes = [[*s.shape, s.groups] for s in layout if s.kind == BITS]
+    if 'binary_shapes' in meta and [list(x) for x in meta['binary_shapes']] != shapes:
+        raise PackedFormatError(f'packed meta.binary_shapes: do not match architecture {arch.to_text()!r} '
+                                f'(allowed: {shapes[:2]}...)')
+
+
 @torch.no_grad()
 def unpack_subnet(packed: dict) -> Tuple['OrderedDict[str, torch.Tensor]', Architecture, dict]:
     """Inverse of :func:`pack_subnet`: the state dict of :func:`build_deployed_classifier`'s model
@@ -332,61 +266,46 @@ def unpack_subnet(packed: dict) -> Tuple['OrderedDict[str, torch.Tensor]', Archi
         raise PackedFormatError("packed: not allowed (allowed: a dict with 'meta' and 'state_dict', "
                                 'as pack_subnet returns and save_packed writes)')
     meta, psd = packed['meta'], packed['state_dict']
+    if not isinstance(meta, dict):
+        raise PackedFormatError(f'packed meta: {type(meta).__name__} not allowed (allowed: a dict)')
     fmt = meta.get('format')
     if fmt != PACKED_FORMAT:
         raise PackedFormatError(f'packed meta.format: {fmt!r} not allowed (allowed: {PACKED_FORMAT!r})')
     space = SearchSpace.build(_meta_field(meta, 'search_space', 'a search space dict'))
     arch = space.validate(_meta_field(meta, 'arch', 'an architecture text'))
-    num_classes = int(_meta_field(meta, 'num_classes', 'an integer'))
-    if meta.get('bit_order', 'big') not in ('big', 'little'):
-        raise PackedFormatError(f"packed meta.bit_order: {meta['bit_order']!r} not allowed (allowed: 'big', 'little')")
-    layout = packed_layout(arch, num_classes, space.stem.kernel, int(meta.get('img_channels', 3)))
-    expected = {
-        'binary_bits': (torch.uint8, sum(math.ceil(s.numel / 8) for s in layout if s.kind == 'bits')),
-        'stem_int8': (torch.int8, sum(s.numel for s in layout if s.kind == 'int8')),
-        'fp32': (torch.float32, sum(s.numel for s in layout if s.kind == 'fp32')),
-    }
-    for key, (dtype, n) in expected.items():
-        t = psd.get(key)
-        if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.numel() != n:
-            got = f'{t.dtype} with {t.numel()} values' if isinstance(t, torch.Tensor) else repr(type(t).__name__)
-            raise PackedFormatError(f'packed state_dict.{key}: {got} not allowed for {arch.to_text()!r} '
-                                    f'(allowed: {dtype} with {n} values)')
-    shapes = [[*s.shape, s.groups] for s in layout if s.kind == 'bits']
-    if 'binary_shapes' in meta and [list(x) for x in meta['binary_shapes']] != shapes:
-        raise PackedFormatError(f'packed meta.binary_shapes: do not match architecture {arch.to_text()!r} '
-                                f'(allowed: {shapes[:2]}...)')
-    bits = psd['binary_bits'].cpu().numpy()
-    fp32 = psd['fp32'].cpu()
-    values: Dict[str, torch.Tensor] = {}
-    bpos = fpos = 0
-    for seg in layout:
-        if seg.kind == 'bits':
-            nbytes = math.ceil(seg.numel / 8)
-            b = np.unpackbits(bits[bpos:bpos + nbytes], count=seg.numel, bitorder=meta.get('bit_order', 'big'))
-            values[seg.name] = torch.from_numpy(b.astype(np.float32) * 2 - 1).view(seg.shape)
-            bpos += nbytes
-        elif seg.kind == 'int8':
-            values[seg.name] = psd['stem_int8'].cpu().reshape(seg.shape)
-        else:
-            values[seg.name] = fp32[fpos:fpos + seg.numel].view(seg.shape).clone()
-            fpos += seg.numel
+    num_classes = _meta_field(meta, 'num_classes', 'a positive integer')
+    in_channels = meta.get('img_channels', 3)
+    for key, v in (('num_classes', num_classes), ('img_channels', in_channels)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1 << 20:
+            raise PackedFormatError(f'packed meta.{key}: {v!r} not allowed (allowed: a positive integer)')
+    bit_order = meta.get('bit_order', 'big')
+    if bit_order not in ('big', 'little'):
+        raise PackedFormatError(f"packed meta.bit_order: {bit_order!r} not allowed (allowed: 'big', 'little')")
+    layout = packed_layout(arch, num_classes, space.stem.kernel, in_channels)
+    _checked_payload(meta, psd, arch, layout)
 
+    streams = {
+        BITS: psd['binary_bits'].cpu().numpy(),
+        INT8: psd['stem_int8'].cpu().reshape(-1),
+        FP32: psd['fp32'].cpu()
+    }
+    pos = {BITS: 0, INT8: 0, FP32: 0}
+
+    def take(f: Field) -> torch.Tensor:
+        if f.kind == BITS:
+            nbytes = math.ceil(f.numel / 8)
+            raw = streams[BITS][pos[BITS]:pos[BITS] + nbytes]
+            pos[BITS] += nbytes
+            return torch.from_numpy(np.unpackbits(raw, count=f.numel, bitorder=bit_order).astype(bool))
+        v = streams[f.kind][pos[f.kind]:pos[f.kind] + f.numel].clone()
+        pos[f.kind] += f.numel
+        return v
+
+    backbone, fc = _deployed_shell(arch, num_classes, space.stem.kernel, in_channels)
     sd: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
-    for seg in layout:
-        v = values[seg.name]
-        if seg.kind == 'int8':  # the LSQ stem holds int8 * step; re-quantizing it gives the integers back
-            step = values['backbone.stem.conv.step']
-            sd[seg.name] = v.float() * step.view(-1, 1, 1, 1)
-            continue
-        sd[seg.name] = v
-        module, param = seg.name.rsplit('.', 2)[-2:]
-        if module.startswith('bn') and param == 'bias':  # folded BN: mean 0, variance 1 (eps 0)
-            p = seg.name[:-len('bias')]
-            sd[p + 'running_mean'] = torch.zeros_like(v)
-            sd[p + 'running_var'] = torch.ones_like(v)
-            sd[p + 'num_batches_tracked'] = torch.zeros((), dtype=torch.long)
-    sd['backbone.stem.conv.step_initialized'] = torch.ones((), dtype=torch.bool)
+    for prefix, m in list(_stored_modules(backbone, 'backbone.')) + [('head.fc.', fc)]:
+        for k, v in m.unpacked_state([take(f) for f in m.packed_fields()]).items():
+            sd[prefix + k] = v
     return sd, arch, dict(meta)
 
 
@@ -401,7 +320,7 @@ def load_packed(packed: Union[str, dict], data_preprocessor: Optional[dict] = No
     if isinstance(packed, str):
         packed = load_checkpoint_file(packed)
     sd, arch, meta = unpack_subnet(packed)
-    model = build_deployed_classifier(arch, meta['search_space'], int(meta['num_classes']),
-                                      data_preprocessor or meta.get('data_preprocessor'))
+    model = build_deployed_classifier(arch, meta['search_space'], int(meta['num_classes']), data_preprocessor
+                                      or meta.get('data_preprocessor'))
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import native
+from .packing import Fp32Fields
 
 __all__ = ['approx_sign', 'sign_ste', 'RSign', 'RPReLU']
 
@@ -186,8 +187,16 @@ def sign_ste(w: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(w)
 
 
-class RSign(nn.Module):
-    """sign(x + b) with a learnable per-channel shift b (ReActNet's RSign)."""
+def _copy_slice(dst: torch.Tensor, src: torch.Tensor) -> None:
+    with torch.no_grad():
+        dst.copy_(src[:dst.numel()])
+
+
+class RSign(Fp32Fields, nn.Module):
+    """sign(x + b) with a learnable per-channel shift b (ReActNet's RSign). Dynamic: an input with
+    C channels uses the first C entries of b."""
+
+    _packed_attrs = ('bias', )
 
     def __init__(self, channels: int):
         super().__init__()
@@ -198,17 +207,28 @@ class RSign(nn.Module):
         b = self.bias if c == self.bias.numel() else self.bias[:c]
         return _RSignFn.apply(x, b)
 
+    def to_static(self, channels: int) -> 'RSign':
+        """An RSign of exactly ``channels`` channels holding a copy of this one's first entries."""
+        m = RSign(channels).to(self.bias)
+        _copy_slice(m.bias, self.bias)
+        return m
+
+    def to_deployed(self) -> 'RSign':
+        return self.to_static(self.bias.numel())
+
     def extra_repr(self) -> str:
         return f'{self.bias.numel()}'
 
 
-class RPReLU(nn.Module):
+class RPReLU(Fp32Fields, nn.Module):
     """PReLU(x + b1) + b2 with per-channel b1, slope (init 0.25) and b2 (ReActNet's RPReLU)."""
+
+    _packed_attrs = ('bias_in', 'slope', 'bias_out')
 
     def __init__(self, channels: int, init_slope: float = 0.25):
         super().__init__()
         self.bias_in = nn.Parameter(torch.zeros(channels))
-        self.slope = nn.Parameter(torch.full((channels,), init_slope))
+        self.slope = nn.Parameter(torch.full((channels, ), init_slope))
         self.bias_out = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,6 +236,15 @@ class RPReLU(nn.Module):
         if c == self.slope.numel():
             return _RPReLUFn.apply(x, self.bias_in, self.slope, self.bias_out)
         return _RPReLUFn.apply(x, self.bias_in[:c], self.slope[:c], self.bias_out[:c])
+
+    def to_static(self, channels: int) -> 'RPReLU':
+        m = RPReLU(channels).to(self.slope)
+        for a in self._packed_attrs:
+            _copy_slice(getattr(m, a), getattr(self, a))
+        return m
+
+    def to_deployed(self) -> 'RPReLU':
+        return self.to_static(self.slope.numel())
 
     def extra_repr(self) -> str:
         return f'{self.slope.numel()}'

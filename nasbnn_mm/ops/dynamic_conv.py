@@ -1,7 +1,12 @@
 """The weight-shared binary convolution: the one place where shared weights are sliced.
 
-The supernet, the static export and the mmdet backbone all obtain their kernels from
-:meth:`SharedBinaryConv2d.latent_weight` / :meth:`SharedBinaryConv2d.effective_weight`.
+Three forms of one layer, OFA style:
+  * dynamic: :class:`SharedBinaryConv2d` sized for the largest choices (the supernet);
+  * static: ``SharedBinaryConv2d.to_static(c_in, c_out, kernel, groups, mode)``, the same class
+    sized for exactly one choice, transforms folded into its weight (a static subnet, the mmdet
+    backbone);
+  * deployed: ``to_deployed()`` on a static conv, a :class:`DeployedBinaryConv2d` holding the
+    signs (±1) and the per-output-channel alpha (the packed 1-bit form).
 
 Shared tensor: ``weight`` of shape (max_out, max_in // min_groups, K, K), K the largest
 kernel. For a choice (c_in, c_out, k, g):
@@ -22,7 +27,6 @@ kernel. For a choice (c_in, c_out, k, g):
      after step 5 and skips step 4.
 """
 from __future__ import annotations
-
 import math
 from typing import Optional
 
@@ -32,11 +36,21 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .binarize import _clipped_ste_grad, sign_ste
+from .packing import BITS, FP32, Field, PackedFormatError
 
-__all__ = ['SharedBinaryConv2d', 'BINARY', 'TEACHER', 'WEIGHT_MODES', 'normalize_weight', 'binarize_weight']
+__all__ = [
+    'SharedBinaryConv2d', 'DeployedBinaryConv2d', 'BINARY', 'TEACHER', 'WEIGHT_MODES', 'normalize_weight',
+    'normalize_binarize_weight', 'binarize_weight', 'check_mode'
+]
 
 BINARY, TEACHER = 'binary', 'teacher'
 WEIGHT_MODES = (BINARY, TEACHER)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f'mode: {mode!r} not allowed (allowed: {", ".join(WEIGHT_MODES)})')
+    return mode
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -87,8 +101,7 @@ class _WeightNorm(torch.autograd.Function):
         w_n = torch.empty_like(w, memory_format=memory_format)
         torch.sub(w, mean, out=w_n)
         if unbiased:  # the authors' arithmetic: (W - mean) / W.std()
-            std = (w.std(dim=dims, keepdim=True) if eps == 0
-                   else torch.sqrt(w.var(dim=dims, keepdim=True) + eps))
+            std = (w.std(dim=dims, keepdim=True) if eps == 0 else torch.sqrt(w.var(dim=dims, keepdim=True) + eps))
             w_n.div_(std)
             rstd = std.reciprocal()
             ctx.divisor = n - 1
@@ -133,7 +146,9 @@ class _WeightNorm(torch.autograd.Function):
         return out, None, None, None, None
 
 
-def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False,
+def normalize_weight(w: torch.Tensor,
+                     eps: float = 1e-5,
+                     unbiased: bool = False,
                      memory_format=torch.contiguous_format) -> torch.Tensor:
     """Channel-wise weight normalization over (in, kh, kw) of each output channel.
 
@@ -143,7 +158,9 @@ def normalize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False,
     return _WeightNorm.apply(w, eps, unbiased, False, memory_format)
 
 
-def normalize_binarize_weight(w: torch.Tensor, eps: float = 1e-5, unbiased: bool = False,
+def normalize_binarize_weight(w: torch.Tensor,
+                              eps: float = 1e-5,
+                              unbiased: bool = False,
                               memory_format=torch.contiguous_format) -> torch.Tensor:
     """``binarize_weight(normalize_weight(w, eps, unbiased))`` as one fused autograd Function."""
     return _WeightNorm.apply(w, eps, unbiased, True, memory_format)
@@ -158,8 +175,14 @@ def binarize_weight(w_n: torch.Tensor) -> torch.Tensor:
 
 class SharedBinaryConv2d(nn.Module):
 
-    def __init__(self, max_in: int, max_out: int, kernel_sizes=(1,), groups=(1,),
-                 bi_transform: bool = True, wn_eps: float = 1e-5, wn_unbiased: bool = False):
+    def __init__(self,
+                 max_in: int,
+                 max_out: int,
+                 kernel_sizes=(1, ),
+                 groups=(1, ),
+                 bi_transform: bool = True,
+                 wn_eps: float = 1e-5,
+                 wn_unbiased: bool = False):
         super().__init__()
         self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
         self.groups_choices = tuple(sorted(set(groups)))
@@ -171,9 +194,10 @@ class SharedBinaryConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_out, self.in_cols, self.max_kernel, self.max_kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         # one transform per smaller kernel size, e.g. 'k3' for 3 from 5
-        self.kernel_transforms = nn.ParameterDict({
-            f'k{k}': nn.Parameter(torch.eye(k * k)) for k in self.kernel_sizes if k < self.max_kernel})
-        K2 = self.max_kernel ** 2
+        self.kernel_transforms = nn.ParameterDict(
+            {f'k{k}': nn.Parameter(torch.eye(k * k))
+             for k in self.kernel_sizes if k < self.max_kernel})
+        K2 = self.max_kernel**2
         self.bi_transform = nn.Parameter(torch.eye(K2)) if (bi_transform and self.max_kernel > 1) else None
 
     # ------------------------------------------------------------------ slicing
@@ -216,20 +240,125 @@ class SharedBinaryConv2d(nn.Module):
             return (latent.reshape(-1, k2) @ self.bi_transform.t()).view_as(latent)
         return latent
 
-    def effective_weight(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY,
+    def effective_weight(self,
+                         c_in: int,
+                         c_out: int,
+                         kernel: int,
+                         groups: int,
+                         mode: str = BINARY,
                          memory_format=torch.contiguous_format):
         """The kernel the convolution uses; ``memory_format`` is the layout wanted for it."""
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
         normalize = normalize_binarize_weight if mode == BINARY else normalize_weight
         return normalize(w, self.wn_eps, self.wn_unbiased, memory_format)
 
-    def forward(self, x: torch.Tensor, c_out: int, kernel: Optional[int] = None, groups: int = 1,
-                stride: int = 1, mode: str = BINARY) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                c_out: int,
+                kernel: Optional[int] = None,
+                groups: int = 1,
+                stride: int = 1,
+                mode: str = BINARY) -> torch.Tensor:
         kernel = self.max_kernel if kernel is None else kernel
         # the kernel in the activations' layout: no weight conversions inside the convolution
         w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode, memory_format=_layout(x))
         return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 
+    # ------------------------------------------------------------------ static and deployed forms
+    @property
+    def is_static(self) -> bool:
+        """Sized for exactly one choice (one kernel, one groups value, no Bi-Transformation)."""
+        return (len(self.kernel_sizes) == 1 and len(self.groups_choices) == 1 and self.bi_transform is None
+                and not self.kernel_transforms)
+
+    @torch.no_grad()
+    def to_static(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str = BINARY) -> 'SharedBinaryConv2d':
+        """The conv of one choice: weight (c_out, c_in / groups, kernel, kernel) with the slicing,
+        the kernel transform and (binary mode) the Bi-Transformation folded in; the weight
+        normalization (and binarization) stays in its forward."""
+        w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, check_mode(mode))
+        with torch.device('meta'):
+            conv = SharedBinaryConv2d(c_in, c_out, (kernel, ), (groups, ), False, self.wn_eps, self.wn_unbiased)
+        conv.weight = nn.Parameter(w.detach().clone().contiguous(), requires_grad=self.weight.requires_grad)
+        return conv
+
+    @torch.no_grad()
+    def to_deployed(self) -> 'DeployedBinaryConv2d':
+        """The deployed form of a static conv: its effective binary weight alpha * sign as ±1 signs and
+        alpha (exact: the effective weight is rebuilt bit for bit)."""
+        if not self.is_static:
+            raise ValueError('SharedBinaryConv2d.to_deployed: call to_static(...) first (a dynamic conv has no '
+                             'single weight)')
+        k, g = self.max_kernel, self.groups_choices[0]
+        w = self.effective_weight(self.max_in, self.max_out, k, g, BINARY)
+        alpha = w.abs().flatten(1).amax(1)
+        sign = torch.where(w > 0, 1.0, -1.0).to(w.dtype)
+        if not torch.equal(sign * alpha.view(-1, 1, 1, 1), w):
+            raise PackedFormatError('the effective binary weight is not ±alpha per output channel (a zero entry: '
+                                    'the normalized weight is exactly 0 there), which ±1 bits cannot store')
+        conv = DeployedBinaryConv2d(self.max_in, self.max_out, k, g).to(w)
+        conv.sign.copy_(sign)
+        conv.alpha.copy_(alpha)
+        return conv
+
     def extra_repr(self) -> str:
         return (f'max_in={self.max_in}, max_out={self.max_out}, kernels={self.kernel_sizes}, '
                 f'groups={self.groups_choices}, bi_transform={self.bi_transform is not None}')
+
+
+class DeployedBinaryConv2d(nn.Module):
+    """The deployed binary conv: ``sign`` (±1, shape (out, in / groups, k, k)) and per-output-channel
+    ``alpha``; its kernel is ``sign * alpha`` (no latent weight, no normalization). Same call
+    signature as :class:`SharedBinaryConv2d` (the layer code is shared); inference only.
+
+    Args:
+        in_channels, out_channels, kernel, groups: its one choice.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, groups: int):
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel, self.groups = in_channels, out_channels, kernel, groups
+        self.register_buffer('sign', torch.ones(out_channels, in_channels // groups, kernel, kernel))
+        self.register_buffer('alpha', torch.ones(out_channels))
+
+    def effective_weight(self,
+                         c_in: int,
+                         c_out: int,
+                         kernel: int,
+                         groups: int,
+                         mode: str = BINARY,
+                         memory_format=torch.contiguous_format) -> torch.Tensor:
+        # ``memory_format`` is a layout hint; the stored kernel is returned as it is (a deployed
+        # model converts nothing per call)
+        if mode != BINARY:
+            raise ValueError(f'mode: {mode!r} not allowed for a deployed binary conv (allowed: {BINARY})')
+        if (c_in, c_out, kernel, groups) != (self.in_channels, self.out_channels, self.kernel, self.groups):
+            raise ValueError(f'DeployedBinaryConv2d: asked for (in {c_in}, out {c_out}, k {kernel}, g {groups}), '
+                             f'holds (in {self.in_channels}, out {self.out_channels}, k {self.kernel}, '
+                             f'g {self.groups})')
+        return self.sign * self.alpha.view(-1, 1, 1, 1)
+
+    def forward(self,
+                x: torch.Tensor,
+                c_out: int,
+                kernel: Optional[int] = None,
+                groups: int = 1,
+                stride: int = 1,
+                mode: str = BINARY) -> torch.Tensor:
+        kernel = self.kernel if kernel is None else kernel
+        w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
+        return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
+
+    # packed form (see ops/packing.py)
+    def packed_fields(self):
+        return [Field(BITS, 'sign', tuple(self.sign.shape), self.groups), Field(FP32, 'alpha', (self.out_channels, ))]
+
+    def packed_values(self):
+        return [(self.sign > 0).reshape(-1), self.alpha.detach().float()]
+
+    def unpacked_state(self, values):
+        bits, alpha = values
+        return dict(sign=bits.float().mul(2).sub(1).reshape(self.sign.shape), alpha=alpha)
+
+    def extra_repr(self) -> str:
+        return f'{self.in_channels}, {self.out_channels}, k={self.kernel}, groups={self.groups}'

@@ -7,7 +7,6 @@ cannot be built, or with ``NASBNN_NATIVE_OPS=0``, the operators use their ATen r
 take the native path; everything else (CUDA, float64 in tests, odd strides) uses the reference.
 """
 from __future__ import annotations
-
 import logging
 import os
 import sys
@@ -42,9 +41,8 @@ def _build():
     log.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines: not our concern
     try:
         from torch.utils import cpp_extension
-        cpp_extension.load(_NAME, [_SOURCE], extra_cflags=_CFLAGS, extra_ldflags=['-fopenmp'],
-                           is_python_module=False,
-                           verbose=False)
+        cpp_extension.load(
+            _NAME, [_SOURCE], extra_cflags=_CFLAGS, extra_ldflags=['-fopenmp'], is_python_module=False, verbose=False)
     finally:
         log.setLevel(level)
     return getattr(torch.ops, _NAME)
@@ -76,5 +74,4 @@ def _layout_ok(t: torch.Tensor) -> bool:
 
 def supports(x: torch.Tensor) -> bool:
     """Whether an activation tensor can take the native path (then call :func:`native_ops`)."""
-    return (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0
-            and _layout_ok(x))
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0 and _layout_ok(x))

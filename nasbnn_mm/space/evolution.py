@@ -7,7 +7,6 @@ whole architecture to stay valid. (The authors' release mutates each value
 independently and can produce ND-violating children.)
 """
 from __future__ import annotations
-
 import random
 from typing import List, Optional, Tuple
 
@@ -43,7 +42,9 @@ def _width_ok(space: SearchSpace, flat: _Flat, i: int, w: int, lo: int, hi: Opti
     return i + 1 >= len(flat) or w % flat[i + 1][1].groups == 0
 
 
-def mutate(space: SearchSpace, arch: Architecture, prob: float = 0.2,
+def mutate(space: SearchSpace,
+           arch: Architecture,
+           prob: float = 0.2,
            rng: Optional[random.Random] = None) -> Architecture:
     """Return a mutant of ``arch``; each decision is re-drawn with probability ``prob``.
 
@@ -54,66 +55,80 @@ def mutate(space: SearchSpace, arch: Architecture, prob: float = 0.2,
     """
     rng = rng or random.Random()
     arch = space.validate(arch)
-    stem = arch.stem
     flat = _flatten(arch)
+    for si in range(space.num_stages):
+        flat = _mutate_depth(space, flat, si, prob, rng)
+    stem = _mutate_stem(space, arch.stem, flat, prob, rng)
+    for i in range(len(flat)):
+        flat[i] = (flat[i][0], _mutate_layer(space, stem, flat, i, prob, rng))
+    return space.validate(_unflatten(space, stem, flat))
 
-    # depth: drop the last layers or append new ones
-    for si, s in enumerate(space.stages):
-        if len(s.depths) < 2 or rng.random() >= prob:
-            continue
-        idx = [i for i, (sj, _) in enumerate(flat) if sj == si]
-        new_depth = rng.choice(s.depths)
-        cur = len(idx)
-        if new_depth < cur:
-            kept = flat[:idx[new_depth]] + flat[idx[-1] + 1:]
-            nxt = idx[new_depth]  # the layer that now follows the shortened stage
-            if nxt < len(kept):
-                new_in = kept[nxt - 1][1].width
-                nsi, nl = kept[nxt]
-                if new_in % nl.groups:
-                    groups = [g for g in space.stages[nsi].groups if new_in % g == 0]
-                    if not groups:
-                        continue  # dropping would break the groups constraint: keep the depth
-                    kept[nxt] = (nsi, LayerChoice(nl.width, nl.kernel, rng.choice(groups)))
-            flat = kept
-        elif new_depth > cur:
-            pos = idx[-1] + 1
-            for _ in range(new_depth - cur):
-                lo = flat[pos - 1][1].width
-                hi = flat[pos][1].width if pos < len(flat) else None
-                nxt_g = flat[pos][1].groups if pos < len(flat) else 1
-                widths = [w for w in s.widths if w >= lo and (hi is None or w <= hi) and w % nxt_g == 0]
-                groups = [g for g in s.groups if lo % g == 0]
-                if not widths or not groups:
-                    break  # cannot grow here without breaking a constraint
-                flat.insert(pos, (si, LayerChoice(rng.choice(widths), rng.choice(s.kernels), rng.choice(groups))))
-                pos += 1
 
-    # stem width
+def _mutate_depth(space: SearchSpace, flat: _Flat, si: int, prob: float, rng: random.Random) -> _Flat:
+    """Stage ``si``'s depth re-drawn with probability ``prob``: its last layers dropped (the next
+    layer's groups repaired) or new layers appended between its last width and the next stage's."""
+    s = space.stages[si]
+    if len(s.depths) < 2 or rng.random() >= prob:
+        return flat
+    idx = [i for i, (sj, _) in enumerate(flat) if sj == si]
+    new_depth, cur = rng.choice(s.depths), len(idx)
+    if new_depth < cur:
+        kept = flat[:idx[new_depth]] + flat[idx[-1] + 1:]
+        nxt = idx[new_depth]  # the layer that now follows the shortened stage
+        if nxt < len(kept):
+            new_in = kept[nxt - 1][1].width
+            nsi, nl = kept[nxt]
+            if new_in % nl.groups:
+                groups = [g for g in space.stages[nsi].groups if new_in % g == 0]
+                if not groups:
+                    return flat  # dropping would break the groups constraint: keep the depth
+                kept[nxt] = (nsi, LayerChoice(nl.width, nl.kernel, rng.choice(groups)))
+        return kept
+    pos = idx[-1] + 1
+    for _ in range(new_depth - cur):
+        lo = flat[pos - 1][1].width
+        hi = flat[pos][1].width if pos < len(flat) else None
+        nxt_g = flat[pos][1].groups if pos < len(flat) else 1
+        widths = [w for w in s.widths if w >= lo and (hi is None or w <= hi) and w % nxt_g == 0]
+        groups = [g for g in s.groups if lo % g == 0]
+        if not widths or not groups:
+            break  # cannot grow here without breaking a constraint
+        flat.insert(pos, (si, LayerChoice(rng.choice(widths), rng.choice(s.kernels), rng.choice(groups))))
+        pos += 1
+    return flat
+
+
+def _mutate_stem(space: SearchSpace, stem: LayerChoice, flat: _Flat, prob: float, rng: random.Random) -> LayerChoice:
     if len(space.stem.widths) > 1 and rng.random() < prob:
         first = flat[0][1]
         widths = [w for w in space.stem.widths if w <= first.width and w % first.groups == 0]
         stem = LayerChoice(rng.choice(widths), stem.kernel, 1)
-
-    # per-layer width, kernel, groups
-    for i in range(len(flat)):
-        si, l = flat[i]
-        s = space.stages[si]
-        if len(s.widths) > 1 and rng.random() < prob:
-            lo, hi = _neighbour_widths(stem, flat, i)
-            widths = [w for w in s.widths if _width_ok(space, flat, i, w, lo, hi)]
-            l = LayerChoice(rng.choice(widths), l.kernel, l.groups)
-        if len(s.kernels) > 1 and rng.random() < prob:
-            l = LayerChoice(l.width, rng.choice(s.kernels), l.groups)
-        if len(s.groups) > 1 and rng.random() < prob:
-            lo, _ = _neighbour_widths(stem, flat, i)
-            l = LayerChoice(l.width, l.kernel, rng.choice([g for g in s.groups if lo % g == 0]))
-        flat[i] = (si, l)
-    return space.validate(_unflatten(space, stem, flat))
+    return stem
 
 
-def crossover(space: SearchSpace, a: Architecture, b: Architecture,
-              rng: Optional[random.Random] = None, max_tries: int = 20) -> Architecture:
+def _mutate_layer(space: SearchSpace, stem: LayerChoice, flat: _Flat, i: int, prob: float,
+                  rng: random.Random) -> LayerChoice:
+    """Layer ``i``'s width, kernel and groups, each re-drawn with probability ``prob`` among the
+    values that keep it valid against its neighbours."""
+    si, layer = flat[i]
+    s = space.stages[si]
+    if len(s.widths) > 1 and rng.random() < prob:
+        lo, hi = _neighbour_widths(stem, flat, i)
+        widths = [w for w in s.widths if _width_ok(space, flat, i, w, lo, hi)]
+        layer = LayerChoice(rng.choice(widths), layer.kernel, layer.groups)
+    if len(s.kernels) > 1 and rng.random() < prob:
+        layer = LayerChoice(layer.width, rng.choice(s.kernels), layer.groups)
+    if len(s.groups) > 1 and rng.random() < prob:
+        lo, _ = _neighbour_widths(stem, flat, i)
+        layer = LayerChoice(layer.width, layer.kernel, rng.choice([g for g in s.groups if lo % g == 0]))
+    return layer
+
+
+def crossover(space: SearchSpace,
+              a: Architecture,
+              b: Architecture,
+              rng: Optional[random.Random] = None,
+              max_tries: int = 20) -> Architecture:
     """Uniform crossover of two parents, repaired to stay valid.
 
     The stem and each stage's depth come from either parent with probability 1/2; layer j of

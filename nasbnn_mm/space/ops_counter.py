@@ -16,53 +16,39 @@ Spatial sizes: padding k // 2, so a stride-2 layer maps H to ceil(H / 2) for any
 sizes included), like the model.
 """
 from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple, Union
 
 from .arch import Architecture
+from .errors import ArchitectureError, short_repr
+from .shapes import BINARY, FP, INT8, LayerShape, image_size, layer_shapes
 
-__all__ = ['LayerCost', 'OpsReport', 'count_ops', 'profile_arch']
+__all__ = ['LayerCost', 'OpsReport', 'count_ops', 'profile_arch', 'DIVISORS']
 
 Size = Union[int, Sequence[int]]
 
+# OPs = FLOPs + Int8OPs / 8 + BOPs / 64: what one multiply-accumulate of each kind counts for
+DIVISORS = {FP: 1, INT8: 8, BINARY: 64}
 
-def _hw(img_size: Size) -> Tuple[int, int]:
-    if isinstance(img_size, int):
-        return img_size, img_size
-    h, w = img_size
-    return int(h), int(w)
+# per-channel float32 vectors a deployed model keeps next to a layer's weights
+_FP_VECTORS = {
+    'stem': lambda s: 6 * s.out_channels,  # LSQ step + BN (2) + RPReLU (3)
+    'kxk': lambda s: 7 * s.in_channels,  # RSign threshold + alpha + BN (2) + RPReLU (3)
+    '1x1': lambda s: s.in_channels + 6 * s.out_channels,  # RSign threshold; alpha + BN + RPReLU
+    'fc': lambda s: 0,
+}
 
 
-def _down(x: int, s: int) -> int:
-    return -(-x // s)  # ceil
-
-
-def _strides(space) -> Tuple[int, Tuple[int, ...]]:
-    if space is None:
-        return 2, (1, 2, 2, 2, 2)
-    return space.stem.stride, tuple(s.stride for s in space.stages)
+def _check_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ArchitectureError(f'num_classes: {short_repr(num_classes)} not allowed (allowed: a positive int)')
+    return num_classes
 
 
 def count_ops(arch: Architecture, img_size: Size = 224, num_classes: int = 1000, space=None) -> float:
-    """OPs of ``arch`` (fast path used by the search; >10^4 architectures per second)."""
-    h, w = _hw(img_size)
-    stem_stride, strides = _strides(space)
-    h, w = _down(h, stem_stride), _down(w, stem_stride)
-    c = arch.stem.width
-    int8 = h * w * 27 * c
-    bops = 0
-    for si, stage in enumerate(arch.stages):
-        first = True
-        for l in stage:
-            if first and strides[si] == 2:
-                h, w = _down(h, 2), _down(w, 2)
-            first = False
-            hw = h * w
-            bops += hw * c * ((c // l.groups) * l.kernel * l.kernel + l.width)
-            c = l.width
-    flops = c * num_classes + num_classes
-    return flops + int8 / 8 + bops / 64
+    """OPs of ``arch`` at ``img_size`` with a ``num_classes`` classifier (used by the search for
+    every candidate: > 10^4 architectures per second)."""
+    return sum(s.macs / DIVISORS[s.kind] for s in layer_shapes(arch, img_size, space, _check_classes(num_classes)))
 
 
 @dataclass
@@ -79,6 +65,11 @@ class LayerCost:
     weight_params: int
     fp_params: int  # per-channel float32 parameters that go with this layer
 
+    @classmethod
+    def from_shape(cls, s: LayerShape) -> 'LayerCost':
+        return cls(s.name, s.kind, s.in_channels, s.out_channels, s.kernel, s.groups, s.stride, s.out_hw, s.macs,
+                   s.weight_params, _FP_VECTORS[s.role](s))
+
 
 @dataclass
 class OpsReport:
@@ -88,19 +79,19 @@ class OpsReport:
     layers: List[LayerCost] = field(default_factory=list)
 
     def _sum(self, kind: str, attr: str) -> int:
-        return sum(getattr(l, attr) for l in self.layers if l.kind == kind)
+        return sum(getattr(l_, attr) for l_ in self.layers if l_.kind == kind)
 
     @property
     def flops(self) -> int:
-        return self._sum('fp', 'macs')
+        return self._sum(FP, 'macs')
 
     @property
     def int8ops(self) -> int:
-        return self._sum('int8', 'macs')
+        return self._sum(INT8, 'macs')
 
     @property
     def bops(self) -> int:
-        return self._sum('binary', 'macs')
+        return self._sum(BINARY, 'macs')
 
     @property
     def ops(self) -> float:
@@ -108,15 +99,15 @@ class OpsReport:
 
     @property
     def binary_params(self) -> int:
-        return self._sum('binary', 'weight_params')
+        return self._sum(BINARY, 'weight_params')
 
     @property
     def int8_params(self) -> int:
-        return self._sum('int8', 'weight_params')
+        return self._sum(INT8, 'weight_params')
 
     @property
     def fp_params(self) -> int:
-        return self._sum('fp', 'weight_params') + sum(l.fp_params for l in self.layers)
+        return self._sum(FP, 'weight_params') + sum(l_.fp_params for l_ in self.layers)
 
     @property
     def total_params(self) -> int:
@@ -128,35 +119,23 @@ class OpsReport:
         return self.binary_params / 8 + self.int8_params + 4 * self.fp_params
 
     def summary(self) -> dict:
-        return dict(arch=self.arch.to_text(), img_size=list(self.img_size), num_classes=self.num_classes,
-                    flops=self.flops, int8ops=self.int8ops, bops=self.bops, ops=self.ops,
-                    binary_params=self.binary_params, int8_params=self.int8_params,
-                    fp_params=self.fp_params, size_mb=self.size_bytes / 2 ** 20)
+        return dict(
+            arch=self.arch.to_text(),
+            img_size=list(self.img_size),
+            num_classes=self.num_classes,
+            flops=self.flops,
+            int8ops=self.int8ops,
+            bops=self.bops,
+            ops=self.ops,
+            binary_params=self.binary_params,
+            int8_params=self.int8_params,
+            fp_params=self.fp_params,
+            size_mb=self.size_bytes / 2**20)
 
 
-def profile_arch(arch: Architecture, img_size: Size = 224, num_classes: int = 1000,
-                 space=None) -> OpsReport:
-    """Per-layer costs of ``arch``; the totals equal :func:`count_ops`."""
-    h, w = _hw(img_size)
-    rep = OpsReport(arch, (h, w), num_classes)
-    stem_stride, strides = _strides(space)
-    h, w = _down(h, stem_stride), _down(w, stem_stride)
-    c = arch.stem.width
-    # stem: LSQ step + BN (2) + RPReLU (3) per output channel
-    rep.layers.append(LayerCost('stem', 'int8', 3, c, 3, 1, stem_stride, (h, w), h * w * 27 * c, 27 * c, 6 * c))
-    for si, stage in enumerate(arch.stages):
-        for li, l in enumerate(stage):
-            s = strides[si] if li == 0 else 1
-            if s == 2:
-                h, w = _down(h, 2), _down(w, 2)
-            name = f'stage{si + 1}.{li}'
-            kw = c * (c // l.groups) * l.kernel * l.kernel
-            # RSign threshold (1) + alpha (1) + BN (2) + RPReLU (3) per channel
-            rep.layers.append(LayerCost(f'{name}.conv{l.kernel}x{l.kernel}', 'binary', c, c, l.kernel, l.groups,
-                                        s, (h, w), h * w * kw, kw, 7 * c))
-            rep.layers.append(LayerCost(f'{name}.conv1x1', 'binary', c, l.width, 1, 1, 1, (h, w),
-                                        h * w * c * l.width, c * l.width, c + 6 * l.width))
-            c = l.width
-    rep.layers.append(LayerCost('fc', 'fp', c, num_classes, 1, 1, 1, (1, 1),
-                                c * num_classes + num_classes, c * num_classes + num_classes, 0))
-    return rep
+def profile_arch(arch: Architecture, img_size: Size = 224, num_classes: int = 1000, space=None) -> OpsReport:
+    """Per-layer costs of ``arch`` (``num_classes=0``: no classifier); the totals equal :func:`count_ops`."""
+    if num_classes != 0:
+        _check_classes(num_classes)
+    shapes = layer_shapes(arch, img_size, space, num_classes or None)
+    return OpsReport(arch, image_size(img_size), num_classes, [LayerCost.from_shape(s) for s in shapes])

@@ -9,12 +9,12 @@ An entry is selected by its OPs bin (an integer number of M, as printed by the s
 Pure Python, like the rest of :mod:`nasbnn_mm.space`.
 """
 from __future__ import annotations
-
 import json
+import math
 import os
 from typing import Optional
 
-from .arch import ArchitectureError
+from .errors import ArchitectureError, short_repr
 
 __all__ = ['load_pareto', 'pareto_entry']
 
@@ -28,9 +28,19 @@ def load_pareto(path: str) -> dict:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise ArchitectureError(f'pareto: {path} is not JSON ({e.msg} at char {e.pos})') from None
+    except (RecursionError, ValueError, UnicodeDecodeError) as e:
+        raise ArchitectureError(f'pareto: {path} is not readable JSON ({type(e).__name__})') from None
     front = data.get('front') if isinstance(data, dict) else None
     if not isinstance(front, list) or not all(isinstance(r, dict) and 'bin' in r and 'arch' in r for r in front):
         raise ArchitectureError(f"pareto: {path} has no 'front' list of {{'bin', 'arch', ...}} entries")
+    for i, r in enumerate(front):
+        b = r['bin']
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+            raise ArchitectureError(
+                f'pareto: {path} front[{i}].bin {short_repr(b)} not allowed (allowed: a finite number)')
+        if not isinstance(r['arch'], str) or not r['arch'].strip():
+            raise ArchitectureError(f'pareto: {path} front[{i}].arch {short_repr(r["arch"])} not allowed '
+                                    '(allowed: an architecture text)')
     return data
 
 
@@ -45,8 +55,10 @@ def pareto_entry(path: str, ops: Optional[float]) -> dict:
     try:
         want = float(ops)
     except (TypeError, ValueError):
-        raise ArchitectureError(f'ops: {ops!r} is not a number (allowed bins: {allowed})') from None
+        raise ArchitectureError(f'ops: {short_repr(ops)} is not a number (allowed bins: {allowed})') from None
+    if isinstance(ops, bool) or not math.isfinite(want):
+        raise ArchitectureError(f'ops: {short_repr(ops)} not allowed (allowed bins: {allowed})')
     key = min(bins, key=lambda b: abs(b - want)) if bins else None
     if key is None or abs(key - want) > 1e-6 * max(1.0, abs(want)):  # bins are printed rounded
-        raise ArchitectureError(f'ops: bin {ops!r} not in {path} (allowed bins: {allowed})')
+        raise ArchitectureError(f'ops: bin {short_repr(ops)} not in {path} (allowed bins: {allowed})')
     return bins[key]

@@ -12,13 +12,12 @@ Constraints of a valid architecture:
     i.e. the previous active layer's width).
 """
 from __future__ import annotations
-
 import random
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .arch import Architecture, ArchitectureError, LayerChoice
+from .arch import Architecture, LayerChoice
+from .errors import ArchitectureError, short_repr
 
 __all__ = ['StemSpace', 'StageSpace', 'SearchSpace', 'TABLE1_SPACE']
 
@@ -34,18 +33,28 @@ TABLE1_SPACE = dict(
         dict(depths=[2, 3], widths=[768, 1024, 1536], kernels=[3, 5], groups=[8, 16], stride=2),
     ])
 
+_MAX = 1 << 16  # widths, kernels, groups, depths of a space: far above any real network
+
 
 def _sorted_unique_ints(values, field: str) -> Tuple[int, ...]:
-    if isinstance(values, int):
+    if isinstance(values, int) and not isinstance(values, bool):
         values = [values]
-    if not isinstance(values, (list, tuple)) or not values:
-        raise ArchitectureError(f'search space: {field} must be a non-empty list of positive ints')
+    if not isinstance(values, (list, tuple)) or not values or len(values) > 64:
+        raise ArchitectureError(f'search space: {field} {short_repr(values)} not allowed '
+                                '(allowed: a non-empty list of up to 64 positive ints)')
     out = []
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ArchitectureError(f'search space: {field} must be positive ints, got {v!r}')
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= _MAX:
+            raise ArchitectureError(f'search space: {field} {short_repr(v)} not allowed (allowed: ints 1..{_MAX})')
         out.append(v)
     return tuple(sorted(set(out)))
+
+
+def _one_int(value, field: str, allowed: Tuple[int, ...]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+        raise ArchitectureError(f'search space: {field} {short_repr(value)} not allowed '
+                                f'(allowed: {", ".join(map(str, allowed))})')
+    return value
 
 
 def _fmt(values: Iterable[int]) -> str:
@@ -80,31 +89,35 @@ class SearchSpace:
             raise ArchitectureError("search space: 'stem' must be a dict with 'widths'")
         unknown = set(stem) - {'widths', 'kernel', 'stride'}
         if unknown:
-            raise ArchitectureError(f'search space: unknown stem field(s) {sorted(unknown)} '
+            raise ArchitectureError(f'search space: unknown stem field(s) {sorted(map(str, unknown))} '
                                     "(allowed: widths, kernel, stride)")
-        self.stem = StemSpace(_sorted_unique_ints(stem.get('widths'), 'stem.widths'),
-                              int(stem.get('kernel', 3)), int(stem.get('stride', 2)))
-        if not isinstance(stages, (list, tuple)) or not stages:
-            raise ArchitectureError("search space: 'stages' must be a non-empty list")
+        self.stem = StemSpace(
+            _sorted_unique_ints(stem.get('widths'), 'stem.widths'),
+            _one_int(stem.get('kernel', 3), 'stem.kernel', (1, 3, 5, 7)),
+            _one_int(stem.get('stride', 2), 'stem.stride', (1, 2)))
+        if not isinstance(stages, (list, tuple)) or not stages or len(stages) > 64:
+            raise ArchitectureError("search space: 'stages' must be a non-empty list (at most 64 stages)")
         self.stages: Tuple[StageSpace, ...] = ()
         parsed = []
         for i, s in enumerate(stages, start=1):
+            if not isinstance(s, Mapping):
+                raise ArchitectureError(f'search space: stage {i} {short_repr(s)} not allowed (allowed: a dict '
+                                        'with depths, widths, kernels, groups, stride)')
             unknown = set(s) - {'depths', 'widths', 'kernels', 'groups', 'stride'}
             if unknown:
-                raise ArchitectureError(f'search space: unknown field(s) {sorted(unknown)} in stage {i} '
+                raise ArchitectureError(f'search space: unknown field(s) {sorted(map(str, unknown))} in stage {i} '
                                         '(allowed: depths, widths, kernels, groups, stride)')
             kernels = _sorted_unique_ints(s.get('kernels'), f'stage {i} kernels')
             if any(k % 2 == 0 for k in kernels):
                 raise ArchitectureError(f'search space: stage {i} kernels must be odd, got {_fmt(kernels)}')
             stride = s.get('stride', 1)
-            if stride not in (1, 2):
-                raise ArchitectureError(f'search space: stage {i} stride must be 1 or 2, got {stride!r}')
-            parsed.append(StageSpace(
-                _sorted_unique_ints(s.get('depths'), f'stage {i} depths'),
-                _sorted_unique_ints(s.get('widths'), f'stage {i} widths'),
-                kernels,
-                _sorted_unique_ints(s.get('groups'), f'stage {i} groups'),
-                int(stride)))
+            if isinstance(stride, bool) or stride not in (1, 2):
+                raise ArchitectureError(f'search space: stage {i} stride must be 1 or 2, got {short_repr(stride)}')
+            parsed.append(
+                StageSpace(
+                    _sorted_unique_ints(s.get('depths'), f'stage {i} depths'),
+                    _sorted_unique_ints(s.get('widths'), f'stage {i} widths'), kernels,
+                    _sorted_unique_ints(s.get('groups'), f'stage {i} groups'), int(stride)))
         self.stages = tuple(parsed)
         if self.cardinality(nd=True) == 0:
             raise ArchitectureError('search space: no architecture satisfies the ND and groups constraints')
@@ -117,25 +130,53 @@ class SearchSpace:
     @classmethod
     def build(cls, cfg=None) -> 'SearchSpace':
         """From ``None`` (Table 1), a SearchSpace, a dict, or a config file / Config with
-        a ``search_space`` field."""
+        a ``search_space`` field. Every problem is a one-line :class:`ArchitectureError`
+        (a missing file: :class:`FileNotFoundError`)."""
         if cfg is None:
             return cls.table1()
         if isinstance(cfg, SearchSpace):
             return cfg
+        where = 'search space'
         if isinstance(cfg, str):
+            import os
+            if not os.path.isfile(cfg):
+                raise FileNotFoundError(f'search space: no such config file {cfg!r}')
             from mmengine.config import Config
-            cfg = Config.fromfile(cfg)
-        if hasattr(cfg, 'get') and 'search_space' in cfg and 'stages' not in cfg:
+            where = cfg
+            try:
+                cfg = Config.fromfile(cfg)
+            except Exception as e:  # a syntax error in the user's file, ...
+                raise ArchitectureError(f'search space: cannot read {cfg}: {type(e).__name__}: '
+                                        f'{str(e).splitlines()[0] if str(e) else ""}') from None
+            if 'search_space' not in cfg:
+                raise ArchitectureError(f"search space: {where} has no 'search_space' field")
+        if not hasattr(cfg, 'keys'):
+            raise ArchitectureError(f'search space: {type(cfg).__name__} not allowed (allowed: a dict with stem and '
+                                    'stages, a SearchSpace, or a config file with search_space)')
+        if 'search_space' in cfg and 'stages' not in cfg:
             cfg = cfg['search_space']
+            if not hasattr(cfg, 'keys'):
+                raise ArchitectureError(f'search space: search_space in {where} is a {type(cfg).__name__}, '
+                                        'not a dict with stem and stages')
         cfg = dict(cfg)
         cfg.pop('type', None)
-        return cls(**cfg)
+        unknown = set(cfg) - {'stem', 'stages'}
+        if unknown or 'stem' not in cfg or 'stages' not in cfg:
+            raise ArchitectureError(f'search space: fields {sorted(map(str, cfg))} not allowed in {where} '
+                                    '(allowed: exactly stem and stages)')
+        return cls(cfg['stem'], cfg['stages'])
 
     def to_dict(self) -> dict:
         return dict(
             stem=dict(widths=list(self.stem.widths), kernel=self.stem.kernel, stride=self.stem.stride),
-            stages=[dict(depths=list(s.depths), widths=list(s.widths), kernels=list(s.kernels),
-                         groups=list(s.groups), stride=s.stride) for s in self.stages])
+            stages=[
+                dict(
+                    depths=list(s.depths),
+                    widths=list(s.widths),
+                    kernels=list(s.kernels),
+                    groups=list(s.groups),
+                    stride=s.stride) for s in self.stages
+            ])
 
     def __eq__(self, other) -> bool:
         return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
@@ -164,14 +205,18 @@ class SearchSpace:
         return self.stages[si - 1].widths[0] if si > 0 else self.stem.widths[0]
 
     # ------------------------------------------------------------ validation
+    @property
+    def max_depths(self) -> Tuple[int, ...]:
+        return tuple(s.max_depth for s in self.stages)
+
     def validate(self, arch) -> Architecture:
-        """Return ``arch`` as an Architecture or raise a one-line ArchitectureError."""
-        arch = Architecture.coerce(arch)
+        """Return ``arch`` (Architecture, text, JSON, dict or preset name) as an Architecture
+        of this space, or raise a one-line ArchitectureError."""
+        arch = Architecture.coerce(arch, self.max_depths)
         if arch.stem.width not in self.stem.widths:
             raise ArchitectureError(f'stem: width {arch.stem.width} not allowed (allowed: {_fmt(self.stem.widths)})')
         if arch.stem.kernel != self.stem.kernel or arch.stem.groups != 1:
-            raise ArchitectureError(
-                f'stem: must be k{self.stem.kernel}_g1, got {arch.stem.to_text()}')
+            raise ArchitectureError(f'stem: must be k{self.stem.kernel}_g1, got {arch.stem.to_text()}')
         if len(arch.stages) != self.num_stages:
             raise ArchitectureError(
                 f'architecture: has {len(arch.stages)} stages, the search space has {self.num_stages}')
@@ -184,8 +229,7 @@ class SearchSpace:
             for li, layer in enumerate(stage):
                 where = f'stage {si + 1} layer {li + 1}'
                 if layer.width not in space.widths:
-                    raise ArchitectureError(
-                        f'{where}: width {layer.width} not allowed (allowed: {_fmt(space.widths)})')
+                    raise ArchitectureError(f'{where}: width {layer.width} not allowed (allowed: {_fmt(space.widths)})')
                 if layer.kernel not in space.kernels:
                     raise ArchitectureError(
                         f'{where}: kernel {layer.kernel} not allowed (allowed: {_fmt(space.kernels)})')
@@ -193,12 +237,10 @@ class SearchSpace:
                     raise ArchitectureError(
                         f'{where}: groups {layer.groups} not allowed (allowed: {_fmt(space.groups)})')
                 if prev % layer.groups:
-                    raise ArchitectureError(
-                        f'{where}: groups {layer.groups} do not divide its {prev} input channels')
+                    raise ArchitectureError(f'{where}: groups {layer.groups} do not divide its {prev} input channels')
                 if layer.width < prev:
-                    raise ArchitectureError(
-                        f'{where}: width {layer.width} < {prev} of {prev_name} '
-                        '(Non-Decreasing constraint: widths may not shrink)')
+                    raise ArchitectureError(f'{where}: width {layer.width} < {prev} of {prev_name} '
+                                            '(Non-Decreasing constraint: widths may not shrink)')
                 prev, prev_name = layer.width, where
         return arch
 
@@ -212,10 +254,12 @@ class SearchSpace:
     # ------------------------------------------------------------ extreme subnets
     def largest(self) -> Architecture:
         """Max depth, widths and kernels, fewest groups."""
-        return self.validate(Architecture(
-            LayerChoice(self.stem.widths[-1], self.stem.kernel, 1),
-            tuple(tuple(LayerChoice(s.widths[-1], s.kernels[-1], s.groups[0]) for _ in range(s.depths[-1]))
-                  for s in self.stages)))
+        return self.validate(
+            Architecture(
+                LayerChoice(self.stem.widths[-1], self.stem.kernel, 1),
+                tuple(
+                    tuple(LayerChoice(s.widths[-1], s.kernels[-1], s.groups[0]) for _ in range(s.depths[-1]))
+                    for s in self.stages)))
 
     def smallest(self) -> Architecture:
         """Min depth, widths and kernels, most groups (that divide the channels)."""

@@ -11,7 +11,6 @@ Policy (torch >= 2.6 loads with ``weights_only=True``):
 Safe loading is never switched off globally.
 """
 from __future__ import annotations
-
 import os
 import pickle
 import re
@@ -21,8 +20,10 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ['UntrustedCheckpointError', 'CheckpointMismatchError', 'load_checkpoint_file', 'save_checkpoint_file',
-           'publish_checkpoint', 'TRUST_HINT', 'atomic_write_text']
+__all__ = [
+    'UntrustedCheckpointError', 'CheckpointMismatchError', 'load_checkpoint_file', 'save_checkpoint_file',
+    'publish_checkpoint', 'TRUST_HINT', 'atomic_write_text', 'check_finite'
+]
 
 TRUST_HINT = ('pass --trust-checkpoint (or set trust_checkpoint=True in the config) only if you trust '
               'the file, since full unpickling can run arbitrary code')
@@ -35,6 +36,17 @@ class UntrustedCheckpointError(pickle.UnpicklingError):
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose tensors do not fit the model; the one-line message names the first
     mismatching tensor."""
+
+
+def check_finite(state_dict, source: str, limit: int = 3) -> None:
+    """Raise (one line, naming the first tensors) when floating-point tensors hold NaN or Inf."""
+    bad = [
+        k for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        more = f' and {len(bad) - limit} more' if len(bad) > limit else ''
+        raise CheckpointMismatchError(f'checkpoint {source}: non-finite values (NaN or Inf) in {bad[:limit]}{more}')
 
 
 def _offending_global(msg: str) -> str:
@@ -111,10 +123,8 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
-def publish_checkpoint(state_dict: 'OrderedDict[str, torch.Tensor]', path: str,
-                       meta: Optional[dict] = None) -> str:
+def publish_checkpoint(state_dict: 'OrderedDict[str, torch.Tensor]', path: str, meta: Optional[dict] = None) -> str:
     """Write a checkpoint for others to use: ``{'meta': ..., 'state_dict': ...}`` that loads
     with ``weights_only=True`` (and with mmengine's stock ``load_checkpoint``)."""
     sd = OrderedDict((k, v.detach().cpu().clone()) for k, v in state_dict.items())
     return save_checkpoint_file({'meta': _plain(meta or {}), 'state_dict': sd}, path)
-

@@ -15,12 +15,20 @@ heldout_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type={{_base_.dataset_type}}, archive={{_base_.data_archive}}, split='train',
-                 ann_file=heldout_ann_file, pipeline={{_base_.test_pipeline}}))
+    dataset=dict(
+        type={{_base_.dataset_type}},
+        archive={{_base_.data_archive}},
+        split='train',
+        ann_file=heldout_ann_file,
+        pipeline={{_base_.test_pipeline}}))
 calib_dataloader = dict(
     batch_size=64,
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type={{_base_.dataset_type}}, archive={{_base_.data_archive}}, split='train',
-                 ann_file=calib_ann_file, pipeline={{_base_.train_pipeline}}))
+    dataset=dict(
+        type={{_base_.dataset_type}},
+        archive={{_base_.data_archive}},
+        split='train',
+        ann_file=calib_ann_file,
+        pipeline={{_base_.train_pipeline}}))

@@ -10,14 +10,13 @@
 _base_ = ['mmdet::_base_/models/faster-rcnn_r50_fpn.py']
 from nasbnn_mm.det import fpn_in_channels  # noqa: E402
 
-custom_imports = dict(imports=['nasbnn_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['nasbnn_mm.engine', 'nasbnn_mm.det'], allow_failed_imports=False)
 runner_type = 'nasbnn.NASBNNRunner'
 
 arch = 'A'
 model = dict(
     # NAS-BNN normalizes images with mean = std = 127.5 (to [-1, 1]), as in supernet training
-    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5], bgr_to_rgb=True,
-                           pad_size_divisor=32),
+    data_preprocessor=dict(mean=[127.5, 127.5, 127.5], std=[127.5, 127.5, 127.5], bgr_to_rgb=True, pad_size_divisor=32),
     backbone=dict(
         _delete_=True,
         type='nasbnn.NASBNNDetBackbone',
@@ -27,8 +26,9 @@ model = dict(
         # real-valued net keeps in its weights, and they must adapt to detection images
         frozen_stages=-1,
         norm_eval=False,
-        init_cfg=dict(type='nasbnn.InheritFromSupernet',
-                      checkpoint='{{$NASBNN_SUPERNET:work_dirs/nasbnn-supernet_8xb64_in1k/published.pth}}')),
+        init_cfg=dict(
+            type='nasbnn.InheritFromSupernet',
+            checkpoint='{{$NASBNN_SUPERNET:work_dirs/nasbnn-supernet_8xb64_in1k/published.pth}}')),
     neck=dict(in_channels=fpn_in_channels(arch=arch)))
 
 # weights-only checkpoint of the detector (work_dir/published.pth) for tools/test.py

@@ -1,23 +1,25 @@
 """Weight inheritance: initialise a static NAS-BNN backbone from a supernet (or subnet) checkpoint.
 
+Used by the mmdet backbone (``nasbnn_mm.det``) and by any static subnet config.
+
 ``init_cfg=dict(type='nasbnn.InheritFromSupernet', checkpoint=PATH)`` on a
 :class:`~nasbnn_mm.models.NASBNNSubnet` / :class:`~nasbnn_mm.det.NASBNNDetBackbone` runs in
 mmengine's ``init_weights`` flow (the runner calls it before ``load_from``/``resume``). ``PATH`` is
 
 * a supernet checkpoint (``published.pth`` of a supernet run: ``meta.search_space`` and the
   shared weights, recognisable by their kernel / Bi-Transformation matrices): the supernet is
-  rebuilt from its space and the subnet's weights are taken with
-  :func:`~nasbnn_mm.models.subnet_backbone_state` (the one slicing implementation), in the
-  backbone's weight mode;
+  rebuilt from its space and the subnet is taken with
+  :meth:`~nasbnn_mm.models.NASBNNSupernet.get_active_subnet` (the one slicing implementation), in
+  the backbone's weight mode;
 * or a static subnet checkpoint (``tools/export_subnet.py``, or a detector trained with this
   backbone): its ``backbone.*`` tensors are loaded as they are.
 
-Either way every tensor must fit the backbone; the first that does not raises
-:class:`~nasbnn_mm.utils.CheckpointMismatchError` naming it (one line). Loading is safe
-(``weights_only=True``) unless ``trusted=True``.
+Either way every tensor must fit the backbone and the checkpoint's recorded weight normalization
+(``meta['backbone_settings']``, or ``wn_eps`` / ``wn_unbiased``) must be the backbone's; the first
+problem raises :class:`~nasbnn_mm.utils.CheckpointMismatchError` naming it (one line). Non-finite
+values are refused. Loading is safe (``weights_only=True``) unless ``trusted=True``.
 """
 from __future__ import annotations
-
 from collections import OrderedDict
 from typing import Dict, Mapping, Tuple
 
@@ -25,11 +27,10 @@ import torch
 from mmengine.logging import print_log
 from mmengine.model.weight_init import update_init_info
 
-from ..models.export import subnet_backbone_state
-from ..models.supernet import NASBNNSubnet, NASBNNSupernet
 from ..registry import WEIGHT_INITIALIZERS
 from ..space import ArchitectureError, SearchSpace
-from ..utils.checkpoint import CheckpointMismatchError, load_checkpoint_file
+from ..utils.checkpoint import CheckpointMismatchError, check_finite, load_checkpoint_file
+from .supernet import BACKBONE_SETTINGS, NASBNNSubnet, NASBNNSupernet
 
 __all__ = ['InheritFromSupernet', 'inherited_backbone_state']
 
@@ -42,6 +43,8 @@ def _split(ckpt, path: str) -> Tuple[dict, Dict[str, torch.Tensor], str]:
         raise CheckpointMismatchError(f'checkpoint {path}: expected a dict of tensors, got {type(ckpt).__name__}')
     meta = ckpt.get('meta') or {}
     sd = ckpt.get('state_dict', ckpt)
+    if not isinstance(meta, Mapping) or not isinstance(sd, Mapping):
+        raise CheckpointMismatchError(f"checkpoint {path}: expected {{'meta': dict, 'state_dict': dict of tensors}}")
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if any(k.startswith(_PREFIX) for k in sd):
         return meta, {k[len(_PREFIX):]: v for k, v in sd.items() if k.startswith(_PREFIX)}, _PREFIX
@@ -52,40 +55,51 @@ def _is_supernet_state(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(k.endswith('.bi_transform') or '.kernel_transforms.' in k for k in sd)
 
 
-def _check_fits(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], path: str,
-                prefix: str, what: str) -> None:
+def _check_fits(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], path: str, prefix: str,
+                what: str) -> None:
     """Raise naming the first tensor of ``got`` that does not fit ``expected`` (keys and shapes)."""
     for k, ref in expected.items():
         if k not in got:
             raise CheckpointMismatchError(
                 f'checkpoint {path}: tensor {prefix}{k} missing ({what} needs shape {tuple(ref.shape)})')
         if tuple(got[k].shape) != tuple(ref.shape):
-            raise CheckpointMismatchError(
-                f'checkpoint {path}: tensor {prefix}{k} has shape {tuple(got[k].shape)}, '
-                f'{what} needs {tuple(ref.shape)}')
+            raise CheckpointMismatchError(f'checkpoint {path}: tensor {prefix}{k} has shape {tuple(got[k].shape)}, '
+                                          f'{what} needs {tuple(ref.shape)}')
     for k in got:
         if k not in expected:
             raise CheckpointMismatchError(f'checkpoint {path}: tensor {prefix}{k} is not part of {what}')
 
 
-def _wn_settings(module: NASBNNSubnet) -> Tuple[float, bool]:
-    conv = next(m for m in module.modules() if hasattr(m, 'wn_unbiased'))
-    return conv.wn_eps, conv.wn_unbiased
+def _check_settings(module: NASBNNSubnet, meta: dict, path: str) -> None:
+    """The checkpoint's weight normalization (``meta['backbone_settings']``, or top-level ``wn_eps`` /
+    ``wn_unbiased`` as exported subnets wrote them) must be the module's."""
+    saved = dict(meta.get('backbone_settings') or {})
+    saved.update({k: meta[k] for k in BACKBONE_SETTINGS if k in meta})
+    ours = module.settings()
+    for key in BACKBONE_SETTINGS:
+        if key in saved and saved[key] != ours[key]:
+            raise CheckpointMismatchError(
+                f'checkpoint {path}: was trained with {key}={saved[key]!r}, the backbone has {key}={ours[key]!r} '
+                f'(set it in the backbone config)')
 
 
 @torch.no_grad()
-def inherited_backbone_state(module: NASBNNSubnet, path: str, trusted: bool = False,
-                             ) -> 'OrderedDict[str, torch.Tensor]':
+def inherited_backbone_state(
+    module: NASBNNSubnet,
+    path: str,
+    trusted: bool = False,
+) -> 'OrderedDict[str, torch.Tensor]':
     """The state dict of ``module`` (a static NAS-BNN backbone) taken from checkpoint ``path``."""
     if not isinstance(module, NASBNNSubnet):
         raise TypeError(f'InheritFromSupernet: initialises NASBNNSubnet / NASBNNDetBackbone, '
                         f'not {type(module).__name__}')
     meta, sd, prefix = _split(load_checkpoint_file(path, trusted=trusted), path)
-    wn_eps, wn_unbiased = _wn_settings(module)
+    _check_settings(module, meta, path)
+    check_finite(sd, path)
     if _is_supernet_state(sd):
         space = SearchSpace.build(meta['search_space']) if meta.get('search_space') else module.space
         with torch.device('meta'):  # shapes only: the tensors come from the file
-            supernet = NASBNNSupernet(space, wn_eps=wn_eps, wn_unbiased=wn_unbiased)
+            supernet = NASBNNSupernet(space, wn_eps=module.wn_eps, wn_unbiased=module.wn_unbiased)
         _check_fits(supernet.state_dict(), sd, path, prefix, "the supernet of the checkpoint's search space")
         supernet.load_state_dict(sd, strict=True, assign=True)
         try:
@@ -93,14 +107,9 @@ def inherited_backbone_state(module: NASBNNSubnet, path: str, trusted: bool = Fa
         except ArchitectureError as e:
             raise CheckpointMismatchError(
                 f"checkpoint {path}: the architecture is not in the supernet's search space: {e}") from None
-        state = subnet_backbone_state(supernet, arch, module.mode)
+        state = supernet.get_active_subnet(arch, module.mode).state_dict()
         source = f'supernet {path}'
     else:
-        for key, ours in (('wn_eps', wn_eps), ('wn_unbiased', wn_unbiased)):
-            if key in meta and meta[key] != ours:
-                raise CheckpointMismatchError(
-                    f'checkpoint {path}: was trained with {key}={meta[key]!r}, the backbone has {key}={ours!r} '
-                    f'(set it in the backbone config)')
         state = OrderedDict(sd)
         source = f'subnet {path}'
     _check_fits(module.state_dict(), state, path, prefix, f'architecture {module.arch.to_text()}')

@@ -1,0 +1,59 @@
+"""The runs the tools start, on a config prepared by :func:`nasbnn_mm.apis.load_tool_config`."""
+from __future__ import annotations
+import json
+from typing import Optional
+
+__all__ = ['build_runner', 'run_train', 'run_test', 'run_search']
+
+
+def build_runner(cfg):
+    """The config's runner (``nasbnn.NASBNNRunner`` by default), after starting a CPU process group
+    when a launcher asks for one on a machine without CUDA."""
+    from mmengine.registry import RUNNERS
+
+    from ..engine import init_cpu_dist_if_needed
+    init_cpu_dist_if_needed(cfg.get('launcher', 'none'), cfg)
+    return RUNNERS.build(cfg)
+
+
+def run_train(cfg, resume: Optional[str] = None, load_from: Optional[str] = None):
+    """Train; ``resume``: 'auto' (the latest checkpoint of the work dir) or a checkpoint path."""
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        cfg.resume, cfg.load_from = True, resume
+    if load_from:
+        cfg.load_from = load_from
+    return build_runner(cfg).train()
+
+
+def run_test(cfg, checkpoint: str, out: Optional[str] = None, exact_parity: bool = False) -> dict:
+    """Evaluate ``checkpoint`` with the config's test loop; ``out``: also write the metrics as JSON."""
+    cfg.load_from, cfg.resume = checkpoint, False
+    if exact_parity:
+        cfg.model.backbone.exact_parity = True
+    if cfg.get('train_cfg') is None or cfg.get('optim_wrapper') is None:
+        # mmengine wants the train triple all or nothing; a test-only config keeps none of it
+        for k in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+            cfg.pop(k, None)
+    metrics = build_runner(cfg).test()
+    if out:
+        from ..utils.checkpoint import atomic_write_text
+        atomic_write_text(out, json.dumps(metrics, indent=2, default=float))
+    return metrics
+
+
+def run_search(cfg, checkpoint: str, resume: bool = False) -> dict:
+    """The evolutionary Pareto search of a search config (its ``train_cfg`` is the search loop) on the
+    supernet in ``checkpoint``; ``resume`` continues from the work dir's ``search_state.json``."""
+    loop = cfg.get('train_cfg') or {}
+    if 'EvolutionParetoSearchLoop' not in str(loop.get('type', '')):
+        from ..space import ArchitectureError
+        raise ArchitectureError(
+            "search config: train_cfg must be dict(type='nasbnn.EvolutionParetoSearchLoop', ...) "
+            f"(got type {loop.get('type')!r}); see configs/cifar10/nasbnn-search_cifar-small_cifar10.py")
+    cfg.load_from, cfg.resume = checkpoint, False
+    loop['resume'] = bool(resume)
+    runner = build_runner(cfg)
+    runner.train()
+    return runner.train_loop.front_records()
