@@ -20,8 +20,8 @@ from mmengine.runner import load_checkpoint as mmengine_load_checkpoint
 from torch.utils.data import Dataset
 
 from nasbnn_mm.engine import NASBNNRunner
-from nasbnn_mm.utils.checkpoint import (UntrustedCheckpointError, load_checkpoint_file, publish_checkpoint,
-                                        save_checkpoint_file)
+from nasbnn_mm.utils.checkpoint import (CheckpointMismatchError, UntrustedCheckpointError, load_checkpoint_file,
+                                        publish_checkpoint, save_checkpoint_file)
 
 # test-local registries (children of mmengine's roots), so configs can say type='nasbnn_test.X'
 TEST_SCOPE = 'nasbnn_test'
@@ -273,15 +273,59 @@ def test_runner_refuses_untrusted_file_outside_work_dir(tmp_path):
         runner.load_checkpoint(str(link))
 
 
-def test_runner_fully_unpickles_inside_work_dir(tmp_path):
+class _System:
+    """Pickles as a call of os.system (what an attacker's file does on full unpickling)."""
+
+    def __reduce__(self):
+        return (os.system, ('true', ))
+
+
+def test_runner_trusts_provenance_not_location(tmp_path):
+    """A file merely placed in the work dir (even as published.pth) is loaded safely and refused
+    when it pickles code; only checkpoints this work dir's runs saved, unchanged, are unpickled fully."""
     work_dir = tmp_path / 'work_dir'
     runner = NASBNNRunner(**_runner_kwargs(work_dir, max_iters=1))
-    path = work_dir / 'sub' / 'evil.pth'
-    path.parent.mkdir(parents=True)
-    expected = _evil_checkpoint(path, runner.model)
-    ckpt = runner.load_checkpoint(str(path))
-    assert isinstance(ckpt['meta']['obj'], Evil)
-    _assert_state_equal(_state(runner.model), expected)
+    before = _state(runner.model)
+    for rel in ('sub/evil.pth', 'published.pth'):
+        path = work_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _evil_checkpoint(path, runner.model)
+        with pytest.raises(UntrustedCheckpointError) as ei:
+            runner.load_checkpoint(str(path))
+        _assert_refusal_message(ei.value, path, f'{Evil.__module__}.Evil')
+    payload = work_dir / 'system.pth'
+    torch.save({'state_dict': {}, 'meta': {'x': _System()}}, payload)
+    with pytest.raises(UntrustedCheckpointError) as ei:
+        runner.load_checkpoint(str(payload))
+    _assert_refusal_message(ei.value, payload, 'posix.system')
+    _assert_state_equal(_state(runner.model), before)  # nothing was loaded
+    # a forged record in the manifest does not help without the key
+    import json
+
+    from nasbnn_mm.engine.runner import TRUST_MANIFEST, _sha256
+    digest = _sha256(str(work_dir / 'published.pth'))
+    (work_dir / TRUST_MANIFEST).write_text(
+        json.dumps({os.path.realpath(work_dir / 'published.pth'): dict(sha256=digest, mac='0' * 64)}))
+    assert not runner.written_by_this_run(str(work_dir / 'published.pth'))
+    with pytest.raises(UntrustedCheckpointError):
+        runner.load_checkpoint(str(work_dir / 'published.pth'))
+
+
+def test_runner_own_checkpoints_are_trusted_until_changed(trained_run, tmp_path):
+    import shutil
+    work_dir, _, _ = trained_run
+    copy = tmp_path / 'run'
+    shutil.copytree(work_dir, copy)  # the records name the original paths: a copy is not "own"
+    runner = NASBNNRunner(**_runner_kwargs(work_dir, max_iters=4))
+    assert runner.written_by_this_run(str(work_dir / 'iter_4.pth'))
+    assert not NASBNNRunner(**_runner_kwargs(copy, max_iters=4)).written_by_this_run(str(copy / 'iter_4.pth'))
+    runner.load_checkpoint(str(work_dir / 'iter_2.pth'))  # pickled message hub etc.: full unpickling
+    with open(work_dir / 'iter_2.pth', 'ab') as f:  # changed after saving: no longer trusted
+        f.write(b'\0')
+    assert not runner.written_by_this_run(str(work_dir / 'iter_2.pth'))
+    with pytest.raises((UntrustedCheckpointError, CheckpointMismatchError)):
+        runner.load_checkpoint(str(work_dir / 'iter_2.pth'))
+    assert not [f for f in os.listdir(work_dir) if f.endswith('.tmp')]  # written atomically
 
 
 def _cfg_runner(tmp_path, **extra):

@@ -95,8 +95,14 @@ def test_deterministic_by_seed_and_independent_of_listing_order(tiny_root, tmp_p
 
 
 def test_bad_inputs_give_one_line_errors(tiny_root, tmp_path):
-    with pytest.raises(HeldoutSplitError, match=r"^per_class: 10 exceeds .*'n01443537' has 9\); allowed: 1\.\.9$"):
+    # every class keeps a training image: per_class < the smallest class (9 images)
+    with pytest.raises(
+            HeldoutSplitError,
+            match=r"^per_class: 10 leaves no training image in 2 class.*"
+            r"'n01443537' has 9, 'n01491361' has 10\); allowed: 1\.\.8$"):
         write_heldout_split(tiny_root, per_class=10)
+    with pytest.raises(HeldoutSplitError, match=r"^per_class: 9 leaves no training image .*allowed: 1\.\.8$"):
+        write_heldout_split(tiny_root, per_class=9)
     with pytest.raises(HeldoutSplitError, match=r'^root: .* does not exist'):
         write_heldout_split(str(tmp_path / 'missing'))
     with pytest.raises(HeldoutSplitError, match=r"^split: 'val' not found .*\(allowed: train\)$"):
@@ -106,6 +112,38 @@ def test_bad_inputs_give_one_line_errors(tiny_root, tmp_path):
     with pytest.raises(HeldoutSplitError, match=r'^out_dir: .* lies inside the split folder'):
         write_heldout_split(tiny_root, out_dir=os.path.join(tiny_root, 'train', 'meta'))
     assert not os.path.exists(os.path.join(tiny_root, 'meta'))  # nothing written on errors
+    with pytest.raises(HeldoutSplitError, match=r'^out_dir: .* is a file'):
+        (tmp_path / 'afile').write_text('x')
+        write_heldout_split(tiny_root, 3, out_dir=str(tmp_path / 'afile'))
+
+
+def test_existing_split_is_kept_or_replaced_only_on_request(tiny_root):
+    first = write_heldout_split(tiny_root, 3, seed=0)
+    before = open(first.heldout_file).read()
+    write_heldout_split(tiny_root, 3, seed=0)  # the same split again: fine, unchanged
+    with pytest.raises(HeldoutSplitError, match=r'^out_dir: .* already holds a different split .*--overwrite'):
+        write_heldout_split(tiny_root, 3, seed=1)
+    assert open(first.heldout_file).read() == before
+    second = write_heldout_split(tiny_root, 3, seed=1, overwrite=True)
+    assert open(second.heldout_file).read() != before
+    assert not [f for f in os.listdir(os.path.dirname(first.heldout_file)) if f.endswith(('.tmp', '.bak'))]
+
+
+def test_hidden_folders_symlink_loops_and_bad_archives_are_one_line_errors(tiny_root, tmp_path):
+    os.makedirs(os.path.join(tiny_root, 'train', '.ipynb_checkpoints'))
+    with pytest.raises(HeldoutSplitError, match=r"^split folder: .* hidden folder\(s\) \['\.ipynb_checkpoints'\]"):
+        write_heldout_split(tiny_root, 3)
+    os.rmdir(os.path.join(tiny_root, 'train', '.ipynb_checkpoints'))
+    os.symlink(os.path.join(tiny_root, 'train', 'n01440764'), os.path.join(tiny_root, 'train', 'n01440764', 'loop'))
+    try:
+        write_heldout_split(tiny_root, 3)  # either listed (links not followed) or a one-line error
+    except HeldoutSplitError as e:
+        assert '\n' not in str(e)
+    from nasbnn_mm.datasets import extract_archive
+    bad = tmp_path / 'not_a.tar.gz'
+    bad.write_bytes(b'this is not a tar archive')
+    with pytest.raises(FileNotFoundError, match=r'not a readable tar archive'):
+        extract_archive(str(bad), str(tmp_path / 'cache'))
 
 
 def _tool():

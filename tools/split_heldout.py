@@ -26,6 +26,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0, help='seed of the choice (default 0)')
     p.add_argument('--out-dir', help='where to write the files (default <root>/meta)')
     p.add_argument('--split', default='train', help='sub-folder to split (default train)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing split with different contents')
     args = p.parse_args(argv)
     if (args.root is None) == (args.archive is None):
         p.error('give exactly one of: a data root folder, --archive <tar.gz>')
@@ -40,9 +41,9 @@ def main(argv=None):
     from nasbnn_mm.datasets.heldout_split import HeldoutSplitError, write_heldout_split
     try:
         root = extract_archive(args.archive, args.cache_dir) if args.archive else args.root
-        res = write_heldout_split(root, args.per_class, args.seed, args.out_dir, args.split)
-    except (HeldoutSplitError, FileNotFoundError) as e:
-        p.error(str(e))
+        res = write_heldout_split(root, args.per_class, args.seed, args.out_dir, args.split, overwrite=args.overwrite)
+    except (HeldoutSplitError, OSError) as e:
+        p.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     print(f'{len(res.classes)} classes in {res.split_dir}: held out {res.per_class} per class (seed {res.seed})')
     print(f'  {res.heldout_file}: {res.num_heldout} images')
     print(f'  {res.train_file}: {res.num_train} images')

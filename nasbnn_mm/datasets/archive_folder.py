@@ -45,8 +45,12 @@ def extract_archive(archive: str, cache_dir: Optional[str] = None) -> str:
             return target
         tmp = tempfile.mkdtemp(prefix='.' + name + '.', dir=os.path.dirname(target))
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter='data')
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(tmp, filter='data')
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise FileNotFoundError(f'data: {archive!r} is not a readable tar archive ({type(e).__name__}: '
+                                        f'{str(e).splitlines()[0][:120] if str(e) else "truncated?"})') from None
             entries = [e for e in os.listdir(tmp) if not e.startswith('.')]
             root = os.path.join(tmp, entries[0]) if len(entries) == 1 and not {'train', 'test', 'val'} & set(entries) \
                 else tmp

@@ -34,8 +34,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmpretrain.datasets.custom import find_folders, get_samples
 
-from ..utils.checkpoint import atomic_write_text
-
 __all__ = [
     'IMG_EXTENSIONS', 'HeldoutSplit', 'HeldoutSplitError', 'list_class_images', 'choose_heldout', 'write_heldout_split',
     'TRAIN_FILE', 'HELDOUT_FILE'
@@ -71,11 +69,20 @@ def list_class_images(split_dir: str,
     if not os.path.isdir(split_dir):
         raise HeldoutSplitError(f'split folder: {split_dir!r} does not exist or is not a folder')
     exts = tuple(e.lower() for e in extensions)
-    classes, folder_to_idx = find_folders(split_dir)
-    if not classes:
-        raise HeldoutSplitError(f'split folder: {split_dir!r} has no class sub-folders '
-                                '(expected <split>/<class>/<image>)')
-    samples, _ = get_samples(split_dir, folder_to_idx, is_valid_file=lambda f: f.lower().endswith(exts))
+    try:
+        classes, folder_to_idx = find_folders(split_dir)
+        hidden = [c for c in classes if c.startswith('.')]
+        if hidden:
+            # mmpretrain's CustomDataset would read it as a class too: refuse rather than guess
+            raise HeldoutSplitError(f'split folder: {split_dir!r} holds hidden folder(s) {hidden[:3]}, which '
+                                    'would become classes (allowed: class folders only; move them out)')
+        if not classes:
+            raise HeldoutSplitError(f'split folder: {split_dir!r} has no class sub-folders '
+                                    '(expected <split>/<class>/<image>)')
+        samples, _ = get_samples(split_dir, folder_to_idx, is_valid_file=lambda f: f.lower().endswith(exts))
+    except (OSError, RecursionError) as e:  # unreadable folders, symlink loops
+        raise HeldoutSplitError(f'split folder: {split_dir!r} cannot be listed ({type(e).__name__}: '
+                                f'{str(e).splitlines()[0][:160] if str(e) else "a symlink loop?"})') from None
     by_class: Dict[str, List[str]] = {c: [] for c in classes}
     for path, label in samples:
         if '\n' in path or '\r' in path:
@@ -93,12 +100,48 @@ def choose_heldout(files: Sequence[str], per_class: int, seed: int, class_name: 
     return sorted(rng.sample(range(len(files)), per_class))
 
 
+def _write_pair(paths: Sequence[str], texts: Sequence[str]) -> None:
+    """Write several files so that either all of them have the new contents or all keep the old:
+    temp files first, then renames, restoring the renamed ones if a later rename fails."""
+    tmps, done = [], []
+    try:
+        for path, text in zip(paths, texts):
+            tmp = f'{path}.{os.getpid()}.tmp'
+            with open(tmp, 'w') as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            tmps.append(tmp)
+        backups = {}
+        for path in paths:
+            if os.path.isfile(path):
+                backups[path] = f'{path}.{os.getpid()}.bak'
+                os.replace(path, backups[path])
+        try:
+            for path, tmp in zip(paths, tmps):
+                os.replace(tmp, path)
+                done.append(path)
+        except BaseException:
+            for path in done:
+                os.remove(path)
+            for path, bak in backups.items():
+                os.replace(bak, path)
+            raise
+        for bak in backups.values():
+            os.remove(bak)
+    finally:
+        for tmp in tmps:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
 def write_heldout_split(root: str,
                         per_class: int = 50,
                         seed: int = 0,
                         out_dir: Optional[str] = None,
                         split: str = 'train',
-                        extensions: Sequence[str] = IMG_EXTENSIONS) -> HeldoutSplit:
+                        extensions: Sequence[str] = IMG_EXTENSIONS,
+                        overwrite: bool = False) -> HeldoutSplit:
     """Write ``train_minus_heldout.txt`` and ``heldout.txt`` for ``<root>/<split>``.
 
     Args:
@@ -109,10 +152,13 @@ def write_heldout_split(root: str,
             the split folder (it would become a class).
         split: sub-folder of ``root`` to split.
         extensions: image extensions (default: those of mmpretrain's ``CustomDataset``).
+        overwrite: replace an existing split with different contents (default: refuse; an
+            identical one is left as it is).
 
     Returns:
-        A :class:`HeldoutSplit` with the written paths and counts. Both files are written
-        atomically; lines follow the dataset's own order (class by class, sorted paths).
+        A :class:`HeldoutSplit` with the written paths and counts. The two files are written
+        together (both new or both old, never one of each); lines follow the dataset's own order
+        (class by class, sorted paths).
     """
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise HeldoutSplitError(f'per_class: {per_class!r} not allowed (allowed: an integer >= 1)')
@@ -132,12 +178,13 @@ def write_heldout_split(root: str,
                                 'would be read as a class (allowed: any folder outside it)')
 
     classes, by_class = list_class_images(split_dir, extensions)
-    short = [(c, len(by_class[c])) for c in classes if len(by_class[c]) < per_class]
+    # every class keeps at least one training image
+    short = [(c, len(by_class[c])) for c in classes if len(by_class[c]) <= per_class]
     if short:
         listed = ', '.join(f'{c!r} has {n}' for c, n in short[:5]) + (', ...' if len(short) > 5 else '')
         fewest = min(len(v) for v in by_class.values())
-        allowed = f'1..{fewest}' if fewest else 'none until every class folder holds images'
-        raise HeldoutSplitError(f'per_class: {per_class} exceeds the images of {len(short)} class(es) in '
+        allowed = f'1..{fewest - 1}' if fewest > 1 else 'none until every class folder holds 2 images or more'
+        raise HeldoutSplitError(f'per_class: {per_class} leaves no training image in {len(short)} class(es) of '
                                 f'{split_dir!r} ({listed}); allowed: {allowed}')
 
     train_lines: List[str] = []
@@ -148,7 +195,22 @@ def write_heldout_split(root: str,
         for i, f in enumerate(files):
             (heldout_lines if i in held else train_lines).append(f'{f} {label}\n')
 
-    train_file = atomic_write_text(os.path.join(out_dir, TRAIN_FILE), ''.join(train_lines))
-    heldout_file = atomic_write_text(os.path.join(out_dir, HELDOUT_FILE), ''.join(heldout_lines))
-    return HeldoutSplit(split_dir, train_file, heldout_file, tuple(classes), len(train_lines), len(heldout_lines),
-                        per_class, seed)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise HeldoutSplitError(f'out_dir: {out_dir!r} is a file (allowed: a folder, created if missing)')
+    paths = [os.path.abspath(os.path.join(out_dir, f)) for f in (TRAIN_FILE, HELDOUT_FILE)]
+    texts = [''.join(train_lines), ''.join(heldout_lines)]
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not overwrite:
+        same = all(os.path.isfile(p) for p in paths) and all(open(p).read() == t for p, t in zip(paths, texts))
+        if not same:
+            raise HeldoutSplitError(f'out_dir: {out_dir!r} already holds a different split ({", ".join(existing)}); '
+                                    'pass overwrite=True (--overwrite) to replace it, or another out_dir')
+    else:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            _write_pair(paths, texts)
+        except OSError as e:
+            raise HeldoutSplitError(f'out_dir: cannot write into {out_dir!r} ({type(e).__name__}: {e.strerror or e})') \
+                from None
+    return HeldoutSplit(split_dir, paths[0], paths[1], tuple(classes), len(train_lines), len(heldout_lines), per_class,
+                        seed)

@@ -30,7 +30,7 @@ from mmengine.model.weight_init import update_init_info
 from ..registry import WEIGHT_INITIALIZERS
 from ..space import ArchitectureError, SearchSpace
 from ..utils.checkpoint import CheckpointMismatchError, check_finite, load_checkpoint_file
-from .supernet import BACKBONE_SETTINGS, NASBNNSubnet, NASBNNSupernet
+from .supernet import NASBNNSubnet, NASBNNSupernet, check_backbone_settings
 
 __all__ = ['InheritFromSupernet', 'inherited_backbone_state']
 
@@ -70,19 +70,6 @@ def _check_fits(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Te
             raise CheckpointMismatchError(f'checkpoint {path}: tensor {prefix}{k} is not part of {what}')
 
 
-def _check_settings(module: NASBNNSubnet, meta: dict, path: str) -> None:
-    """The checkpoint's weight normalization (``meta['backbone_settings']``, or top-level ``wn_eps`` /
-    ``wn_unbiased`` as exported subnets wrote them) must be the module's."""
-    saved = dict(meta.get('backbone_settings') or {})
-    saved.update({k: meta[k] for k in BACKBONE_SETTINGS if k in meta})
-    ours = module.settings()
-    for key in BACKBONE_SETTINGS:
-        if key in saved and saved[key] != ours[key]:
-            raise CheckpointMismatchError(
-                f'checkpoint {path}: was trained with {key}={saved[key]!r}, the backbone has {key}={ours[key]!r} '
-                f'(set it in the backbone config)')
-
-
 @torch.no_grad()
 def inherited_backbone_state(
     module: NASBNNSubnet,
@@ -94,7 +81,7 @@ def inherited_backbone_state(
         raise TypeError(f'InheritFromSupernet: initialises NASBNNSubnet / NASBNNDetBackbone, '
                         f'not {type(module).__name__}')
     meta, sd, prefix = _split(load_checkpoint_file(path, trusted=trusted), path)
-    _check_settings(module, meta, path)
+    check_backbone_settings(module, meta, path)
     check_finite(sd, path)
     if _is_supernet_state(sd):
         space = SearchSpace.build(meta['search_space']) if meta.get('search_space') else module.space

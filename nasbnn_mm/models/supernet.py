@@ -56,11 +56,12 @@ def _check_eps(value) -> float:
 
 
 def check_backbone_settings(backbone, meta: Optional[dict], source: str) -> None:
-    """Raise (one line) when a checkpoint's recorded ``backbone_settings`` differ from ``backbone``'s:
-    its weights would be evaluated with another weight normalization than they were trained with."""
-    saved = (meta or {}).get('backbone_settings')
-    if not isinstance(saved, dict):
-        return
+    """Raise (one line) when a checkpoint's recorded settings (``meta['backbone_settings']``, or the
+    top-level ``wn_eps`` / ``wn_unbiased`` older exports wrote) differ from ``backbone``'s: its weights
+    would be evaluated with another weight normalization than they were trained with."""
+    meta = meta if isinstance(meta, dict) else {}
+    saved = dict(meta.get('backbone_settings') or {})
+    saved.update({k: meta[k] for k in BACKBONE_SETTINGS if k in meta})
     ours = backbone.settings()
     for key in BACKBONE_SETTINGS:
         if key in saved and saved[key] != ours[key]:

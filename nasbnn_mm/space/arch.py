@@ -30,7 +30,7 @@ MAX_LAYERS = 1024  # layers per stage accepted by the parsers (a space then chec
 _MAX_TEXT = 1 << 16  # characters of an architecture text / JSON document
 
 _LAYER_RE = re.compile(r'^c(\d{1,7})_k(\d{1,7})_g(\d{1,7})$')
-_REPEAT_RE = re.compile(r'^[x\*](\d{1,7})$')
+_REPEAT_RE = re.compile(r'^[x\*](\d+)$')
 _FIELDS = ('width', 'kernel', 'groups')
 
 
@@ -140,7 +140,7 @@ class Architecture:
                 if rep:
                     if not layers:
                         raise ArchitectureError(f'stage {si}: repeat {tok!r} must follow a layer token')
-                    n = int(rep.group(1))
+                    n = int(rep.group(1)) if len(rep.group(1)) <= 12 else MAX_LAYERS + len(layers) + 1
                     if n < 1:
                         raise ArchitectureError(f'stage {si}: repeat count must be >= 1, got {tok!r}')
                     if len(layers) + n - 1 > limit:

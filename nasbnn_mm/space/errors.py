@@ -9,5 +9,8 @@ class ArchitectureError(ValueError):
 
 def short_repr(value, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages that quote user input."""
-    r = repr(value)
+    try:
+        r = repr(value)
+    except ValueError:  # an int of more digits than Python converts to text
+        r = f'<an integer of ~{int(value.bit_length() * 0.30103)} digits>'
     return r if len(r) <= limit else r[:limit - 3] + '...'

@@ -50,25 +50,49 @@ def check_finite(state_dict, source: str, limit: int = 3) -> None:
 
 
 def _offending_global(msg: str) -> str:
-    m = re.search(r'Unsupported global: GLOBAL ([\w\.]+)', msg)
-    if m:
-        return m.group(1)
+    """The pickled global that safe loading refused, from torch's message (its wording varies)."""
+    for pattern in (r'Unsupported global: GLOBAL ([\w\.]+)', r'unsupported GLOBAL ([\w\.]+)',
+                    r'GLOBAL ([\w\.]+) was not an allowed global'):
+        m = re.search(pattern, msg, re.IGNORECASE)
+        if m:
+            return m.group(1)
     m = re.search(r'Unsupported operand (\d+)', msg)
     return f'pickle opcode {m.group(1)}' if m else 'an object outside the safe set'
 
 
 def load_checkpoint_file(path: str, map_location: Any = 'cpu', trusted: bool = False) -> Any:
-    """Load a checkpoint file; safe (``weights_only=True``) unless ``trusted``."""
+    """Load a checkpoint file; safe (``weights_only=True``) unless ``trusted``.
+
+    One-line errors: :class:`FileNotFoundError` (no such file), :class:`UntrustedCheckpointError`
+    (safe loading refuses a pickled object; names it), :class:`CheckpointMismatchError` (a folder,
+    an empty, truncated or garbage file)."""
+    if os.path.isdir(path):
+        raise CheckpointMismatchError(f'checkpoint {path!r}: a folder, not a checkpoint file')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint: no such file {path!r}')
-    if trusted:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    if os.path.getsize(path) == 0:
+        raise CheckpointMismatchError(f'checkpoint {path!r}: an empty file')
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if magic != b'PK\x03\x04' and magic[:1] != b'\x80':  # torch's zip format, or a legacy pickle
+        raise CheckpointMismatchError(f'checkpoint {path!r}: not a readable checkpoint (neither a torch.save zip '
+                                      'archive nor a pickle)')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as e:
-        raise UntrustedCheckpointError(
-            f'checkpoint {path!r} refused by safe loading: it pickles {_offending_global(str(e))}; '
-            f'{TRUST_HINT}') from None
+        if not trusted and 'weights only load failed' in str(e).lower():
+            raise UntrustedCheckpointError(
+                f'checkpoint {path!r} refused by safe loading: it pickles {_offending_global(str(e))}; '
+                f'{TRUST_HINT}') from None
+        raise CheckpointMismatchError(f'checkpoint {path!r}: not a readable checkpoint ({_first_line(e)})') from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, IndexError, KeyError,
+            TypeError) as e:
+        raise CheckpointMismatchError(f'checkpoint {path!r}: not a readable checkpoint ({_first_line(e)})') from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    return f'{type(e).__name__}: {text[:160]}' if text else type(e).__name__
 
 
 def _atomic_write(path: str, write, binary: bool = True) -> str:
