@@ -14,7 +14,6 @@ front (architectures and scores).
 Prints one line per trial and a summary; exit code 1 if any trial differs.
 """
 from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -47,23 +46,30 @@ def parse_args(argv=None):
 
 
 def _train_cmd(work, iters, resume=False):
-    opts = ['train_dataloader.dataset.indices=256', 'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
-            'train_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=4',
-            'train_cfg.val_interval=100000', f'train_cfg.max_iters={iters}', f'param_scheduler.0.T_max={iters}',
-            f'param_scheduler.0.end={iters}']
-    return [sys.executable, 'tools/train.py', SUPERNET_CFG, '--work-dir', work, *(['--resume'] if resume else []),
-            '--cfg-options', *opts]
+    opts = [
+        'train_dataloader.dataset.indices=256', 'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=4',
+        'train_cfg.val_interval=100000', f'train_cfg.max_iters={iters}', f'param_scheduler.0.T_max={iters}',
+        f'param_scheduler.0.end={iters}'
+    ]
+    return [
+        sys.executable, 'tools/train.py', SUPERNET_CFG, '--work-dir', work, *(['--resume'] if resume else []),
+        '--cfg-options', *opts
+    ]
 
 
 def _search_cmd(work, ckpt, gens, resume=False):
     heldout = '[' + ','.join(str(i) for i in range(0, 500, 10)) + ']'
-    opts = ['train_cfg.population_size=5', 'train_cfg.num_mutation=2', 'train_cfg.num_crossover=2',
-            'train_cfg.calib_batches=1', f'train_dataloader.dataset.indices={heldout}',
-            'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-            'train_cfg.calib_dataloader.num_workers=0', 'train_cfg.calib_dataloader.batch_size=16',
-            f'train_cfg.max_generations={gens}']
-    return [sys.executable, 'tools/search.py', SEARCH_CFG, ckpt, '--work-dir', work,
-            *(['--resume'] if resume else []), '--cfg-options', *opts]
+    opts = [
+        'train_cfg.population_size=5', 'train_cfg.num_mutation=2', 'train_cfg.num_crossover=2',
+        'train_cfg.calib_batches=1', f'train_dataloader.dataset.indices={heldout}', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'train_cfg.calib_dataloader.num_workers=0',
+        'train_cfg.calib_dataloader.batch_size=16', f'train_cfg.max_generations={gens}'
+    ]
+    return [
+        sys.executable, 'tools/search.py', SEARCH_CFG, ckpt, '--work-dir', work, *(['--resume'] if resume else []),
+        '--cfg-options', *opts
+    ]
 
 
 def _run(cmd):
@@ -107,17 +113,19 @@ def train_trials(args, base, rng):
         work = osp.join(base, f'train_{t}')
         delay = rng.uniform(0.1, 1.0) * duration
         killed = _kill_at(_train_cmd(work, args.iters), delay)
-        last = open(osp.join(work, 'last_checkpoint')).read().strip() if osp.isfile(osp.join(work,
-                                                                                            'last_checkpoint')) else None
+        last = open(osp.join(work, 'last_checkpoint')).read().strip() if osp.isfile(osp.join(
+            work, 'last_checkpoint')) else None
         resumes = 0
         while not osp.isfile(osp.join(work, 'published.pth')):
             _run(_train_cmd(work, args.iters, resume=osp.isfile(osp.join(work, 'last_checkpoint'))))
             resumes += 1
         same, diff = _compare_weights(want, _weights(osp.join(work, 'published.pth')))
         bad += not same
-        print(f'[train] trial {t}: kill after {delay:.1f} s ({"killed" if killed else "finished first"}), last '
-              f'checkpoint {osp.basename(last) if last else "none"}, {resumes} resume(s): final weights '
-              f'{"identical" if same else f"DIFFER (max abs {diff:.3g})"}', flush=True)
+        print(
+            f'[train] trial {t}: kill after {delay:.1f} s ({"killed" if killed else "finished first"}), last '
+            f'checkpoint {osp.basename(last) if last else "none"}, {resumes} resume(s): final weights '
+            f'{"identical" if same else f"DIFFER (max abs {diff:.3g})"}',
+            flush=True)
     return bad
 
 
@@ -139,8 +147,10 @@ def search_trials(args, base, rng):
         got = json.load(open(osp.join(work, 'pareto.json')))['front']
         same = got == want
         bad += not same
-        print(f'[search] trial {t}: kill after {delay:.1f} s ({"killed" if killed else "finished first"}), '
-              f'saved generation {gen}: front {"identical" if same else "DIFFERS"} ({len(got)} bins)', flush=True)
+        print(
+            f'[search] trial {t}: kill after {delay:.1f} s ({"killed" if killed else "finished first"}), '
+            f'saved generation {gen}: front {"identical" if same else "DIFFERS"} ({len(got)} bins)',
+            flush=True)
     return bad
 
 

@@ -43,6 +43,7 @@ from mmengine.runner import BaseLoop
 from ..ops import BINARY
 from ..registry import LOOPS
 from ..space import PRESET_TEXTS, Architecture, count_ops, crossover, mutate
+from ..space.pareto import non_dominated
 from ..utils.checkpoint import atomic_write_text
 from .bn_recalibration import recalibrate_bn
 
@@ -353,10 +354,18 @@ class EvolutionParetoSearchLoop(BaseLoop):
 
     # ------------------------------------------------------------------ outputs
     def front_records(self) -> dict:
+        """Per OPs bin, the best candidate (the paper's front), each marked ``non_dominated`` when no
+        evaluated candidate in the window has fewer OPs and a higher accuracy."""
+        nd = {r['arch'] for r in self.non_dominated()}
         return {
-            b: dict(bin=b, arch=t, ops=self.cache[t]['ops'], acc=self.cache[t]['acc'])
+            b: dict(bin=b, arch=t, ops=self.cache[t]['ops'], acc=self.cache[t]['acc'], non_dominated=t in nd)
             for b, t in sorted(self.front.items())
         }
+
+    def non_dominated(self) -> List[dict]:
+        """The non-dominated candidates in the OPs window (the monotone accuracy / OPs front)."""
+        inside = [dict(arch=t, ops=r['ops'], acc=r['acc']) for t, r in self.cache.items() if self.in_window(r['ops'])]
+        return non_dominated(inside)
 
     def write_outputs(self) -> None:
         wd = self.runner.work_dir
@@ -368,7 +377,9 @@ class EvolutionParetoSearchLoop(BaseLoop):
             num_classes=self.num_classes,
             generation=self.generation,
             search_space=self.space.to_dict())
-        atomic_write_text(osp.join(wd, 'pareto.json'), json.dumps(dict(front=front, **meta), indent=1))
+        atomic_write_text(
+            osp.join(wd, 'pareto.json'),
+            json.dumps(dict(front=front, non_dominated=self.non_dominated(), **meta), indent=1))
         cands = [dict(arch=t, **r) for t, r in self.cache.items()]
         atomic_write_text(osp.join(wd, 'candidates.json'), json.dumps(dict(candidates=cands, **meta), indent=1))
         plot_pareto(self.cache, front, osp.join(wd, 'pareto.png'), self.score_key, (self.ops_min, self.ops_max))
@@ -378,28 +389,47 @@ def plot_pareto(cache: Dict[str, dict],
                 front: List[dict],
                 path: str,
                 score_key: str = 'accuracy/top1',
-                window=None) -> Optional[str]:
-    """Accuracy vs OPs: every evaluated candidate, the front, and the presets A-F when evaluated."""
+                window=None,
+                labels: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Accuracy vs OPs: every evaluated candidate (grey), the best per OPs bin (markers), the
+    non-dominated front (the line; monotone), the presets A-F when evaluated and the ``labels``
+    ({architecture text: name}, e.g. exported subnets) annotated."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    inside = [
+        dict(arch=t, ops=r['ops'], acc=r['acc']) for t, r in cache.items()
+        if not window or window[0] <= r['ops'] <= window[1]
+    ]
+    nd = non_dominated(inside)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     ax.scatter([r['ops'] for r in cache.values()], [r['acc'] for r in cache.values()],
-               s=8,
-               c='0.7',
-               label=f'candidates ({len(cache)})')
+               s=9,
+               c='0.75',
+               label=f'candidates ({len(cache)})',
+               zorder=1)
     if front:
-        ax.plot([r['ops'] for r in front], [r['acc'] for r in front],
+        ax.scatter([r['ops'] for r in front], [r['acc'] for r in front],
+                   s=22,
+                   facecolors='none',
+                   edgecolors='tab:blue',
+                   label=f'best per OPs bin ({len(front)})',
+                   zorder=2)
+    if nd:
+        ax.plot([r['ops'] for r in nd], [r['acc'] for r in nd],
                 '-o',
                 c='tab:red',
-                ms=3,
-                label=f'front ({len(front)} bins)')
-    for name, text in PRESET_TEXTS.items():
-        canon = Architecture.from_text(text).to_text()
-        if canon in cache:
-            r = cache[canon]
-            ax.scatter([r['ops']], [r['acc']], marker='*', s=80, c='tab:blue')
-            ax.annotate(f'NAS-BNN-{name}', (r['ops'], r['acc']), textcoords='offset points', xytext=(4, 4))
+                ms=3.5,
+                lw=1.5,
+                label=f'non-dominated front ({len(nd)})',
+                zorder=3)
+    names = {Architecture.from_text(text).to_text(): f'NAS-BNN-{name}' for name, text in PRESET_TEXTS.items()}
+    names.update(labels or {})
+    for text, name in names.items():
+        if text in cache:
+            r = cache[text]
+            ax.scatter([r['ops']], [r['acc']], marker='*', s=110, c='tab:green', zorder=4)
+            ax.annotate(name, (r['ops'], r['acc']), textcoords='offset points', xytext=(5, -12), fontsize=8)
     if window:
         for x in window:
             ax.axvline(x, c='0.85', lw=0.8, ls='--')

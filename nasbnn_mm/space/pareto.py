@@ -16,7 +16,19 @@ from typing import Optional
 
 from .errors import ArchitectureError, short_repr
 
-__all__ = ['load_pareto', 'pareto_entry']
+__all__ = ['load_pareto', 'pareto_entry', 'non_dominated']
+
+
+def non_dominated(records, ops_key: str = 'ops', acc_key: str = 'acc') -> list:
+    """The records no other record dominates (at most as many OPs and a higher accuracy, or the same
+    accuracy with fewer OPs), sorted by OPs: along it the accuracy strictly increases, so no point with
+    fewer OPs and a higher accuracy is left out."""
+    front, best = [], -math.inf
+    for r in sorted(records, key=lambda r: (r[ops_key], -r[acc_key])):
+        if r[acc_key] > best:
+            front.append(r)
+            best = r[acc_key]
+    return front
 
 
 def load_pareto(path: str) -> dict:

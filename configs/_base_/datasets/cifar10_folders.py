@@ -12,13 +12,13 @@ data_preprocessor = dict(
     to_rgb=True)
 
 train_pipeline = [
-    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),  # unscoped: mmpretrain's inferencer replaces it by name
     dict(type='mmpretrain.RandomCrop', crop_size=32, padding=4),
     dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='mmpretrain.PackInputs'),
 ]
 test_pipeline = [
-    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),  # unscoped: mmpretrain's inferencer replaces it by name
     dict(type='mmpretrain.PackInputs'),
 ]
 

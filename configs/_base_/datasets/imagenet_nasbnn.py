@@ -10,13 +10,13 @@ data_preprocessor = dict(
     to_rgb=True)
 
 train_pipeline = [
-    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),  # unscoped: mmpretrain's inferencer replaces it by name
     dict(type='mmpretrain.RandomResizedCrop', scale=224),
     dict(type='mmpretrain.RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='mmpretrain.PackInputs'),
 ]
 test_pipeline = [
-    dict(type='mmpretrain.LoadImageFromFile'),
+    dict(type='LoadImageFromFile'),  # unscoped: mmpretrain's inferencer replaces it by name
     dict(type='mmpretrain.ResizeEdge', scale=256, edge='short'),
     dict(type='mmpretrain.CenterCrop', crop_size=224),
     dict(type='mmpretrain.PackInputs'),
