@@ -89,4 +89,10 @@ class ArchiveImageFolder(CustomDataset):
         if ann_file and not os.path.isfile(os.path.join(root, ann_file)):
             raise FileNotFoundError(f'data: ann_file {ann_file!r} not found in {root}; the held-out split files '
                                     f'are written by: python tools/split_heldout.py --archive {archive}')
-        super().__init__(data_root=root, data_prefix=split, ann_file=ann_file, **kwargs)
+        metainfo = dict(kwargs.pop('metainfo', None) or {})
+        if 'classes' not in metainfo:
+            # the class folders (sorted, as CustomDataset labels them): names also for annotation files,
+            # which hold only labels -- what inferencers and published checkpoints show
+            from mmpretrain.datasets.custom import find_folders
+            metainfo['classes'] = tuple(find_folders(os.path.join(root, split))[0])
+        super().__init__(data_root=root, data_prefix=split, ann_file=ann_file, metainfo=metainfo, **kwargs)

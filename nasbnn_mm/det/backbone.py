@@ -69,9 +69,7 @@ def resolve_backbone_arch(arch=None,
     space = SearchSpace.build(search_space)
     if strides is not None:
         space = _with_strides(space, strides)
-    if isinstance(arch, str) and arch.strip().lower() in ('largest', 'smallest'):
-        arch = getattr(space, arch.strip().lower())()
-    return space.validate(arch), space
+    return space.resolve(arch), space
 
 
 def det_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:

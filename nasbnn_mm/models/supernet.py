@@ -153,7 +153,7 @@ class NASBNNSupernet(_NASBNNNet):
     def set_subnet(self, arch=None, mode: Optional[str] = None) -> Architecture:
         """Select the active subnet (validated against the space) and/or the weight mode."""
         if arch is not None:
-            self.arch = self.space.validate(arch)
+            self.arch = self.space.resolve(arch)
         if mode is not None:
             self.mode = check_mode(mode)
         return self.arch
@@ -170,7 +170,7 @@ class NASBNNSupernet(_NASBNNNet):
         ``mode`` (default: the active mode): every layer's ``to_static`` copy, so its outputs equal
         this supernet's for that subnet (kernel transforms and, in binary mode, the
         Bi-Transformation folded into its weights)."""
-        arch = self.space.validate(self.arch if arch is None else arch)
+        arch = self.space.resolve(self.arch if arch is None else arch)
         mode = check_mode(self.mode if mode is None else mode)
         net = _shell(NASBNNSubnet, arch, self.space, self.out_indices if out_indices is None else out_indices, mode,
                      self.wn_eps, None, self.wn_unbiased, self.exact_parity)
@@ -210,9 +210,7 @@ class NASBNNSubnet(_NASBNNNet):
         super().__init__(init_cfg)
         self._init_settings(wn_eps, wn_unbiased, exact_parity)
         self.space = SearchSpace.build(search_space)
-        if isinstance(arch, str) and arch.strip().lower() in ('largest', 'smallest'):
-            arch = getattr(self.space, arch.strip().lower())()
-        self.arch = self.space.validate(arch)
+        self.arch = self.space.resolve(arch)
         self.mode = check_mode(mode)
         self.out_indices = check_out_indices(out_indices, self.space.num_stages)
         # one module per weighted layer of the shape walk (nasbnn_mm.space.layer_shapes)

@@ -244,6 +244,12 @@ class SearchSpace:
                 prev, prev_name = layer.width, where
         return arch
 
+    def resolve(self, arch) -> Architecture:
+        """:meth:`validate`, also accepting the names 'largest' and 'smallest' of this space."""
+        if isinstance(arch, str) and arch.strip().lower() in ('largest', 'smallest'):
+            return getattr(self, arch.strip().lower())()
+        return self.validate(arch)
+
     def is_valid(self, arch) -> bool:
         try:
             self.validate(arch)
