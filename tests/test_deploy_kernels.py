@@ -193,7 +193,7 @@ def test_weight_packing_native_python_and_file_bits(isas):
         gen = torch.Generator().manual_seed(cout)
         neg = torch.rand(cout, cpg, k, k, generator=gen) < 0.5
         words = bc.pack_weight_words(neg, g)
-        assert words.shape == (g, -(-(cout // g) // 8), k * k, -(-cpg // 64), 8)
+        assert words.shape == (g, -(-(cout // g) // 16), k * k, -(-cpg // 32), 16) and words.dtype == torch.int32
         assert torch.equal(ops.pack_weights(neg, g), words)
         assert torch.equal(bc.unpack_weight_words(words, cout, cpg, k), neg)
         # the packed-checkpoint format: numpy.packbits (big bit order) of w > 0, C order
@@ -206,15 +206,16 @@ def test_weight_packing_native_python_and_file_bits(isas):
         x = torch.randn(1, cpg * g, 5, 5, generator=gen)
         assert torch.equal(a(x), b(x))
         # 1 bit per weight (plus word / lane padding) and the float32 alpha
-        assert a.nbytes == words.numel() * 8 + cout * 4
+        assert a.nbytes == words.numel() * 4 + cout * 4
 
 
 @needs_native
 @pytest.mark.parametrize('layout', ['nchw', 'nhwc'])
-def test_activation_packing_layout(layout, isas):
-    """The packed planes: bit c % 64 of word g*Wg + c // 64 at padded pixel (h + pad, w + pad)."""
+@pytest.mark.parametrize('c,g', [(130, 2), (72, 1), (144, 3)])
+def test_activation_packing_layout(layout, c, g, isas):
+    """The packed planes: bit c % 32 of word g*Wg + c // 32 at padded pixel (h + pad, w + pad)."""
     ops = bc.bitconv_ops()
-    n, c, h, w, g, k = 2, 130, 4, 19, 2, 3
+    n, h, w, k = 2, 4, 19, 3
     x = torch.randn(n, c, h, w)
     b = torch.randn(c) * 0.2
     x[0, 3, 1, 2] = -b[3]
@@ -223,10 +224,11 @@ def test_activation_packing_layout(layout, isas):
     u = x + b.view(1, -1, 1, 1)
     for isa in isas:
         s, z, any_zero = ops.pack_activations(x, b, g, k, bc.ISAS.index(isa))
-        cpg, wg, pad = c // g, -(-(c // g) // 64), k // 2
-        assert s.shape == (n, h + 2 * pad, w + 2 * pad, g * wg) and any_zero
-        bits = ((s.unsqueeze(-1) >> torch.arange(64)) & 1).view(n, h + 2 * pad, w + 2 * pad, g, wg * 64)
-        zbits = ((z.unsqueeze(-1) >> torch.arange(64)) & 1).view(n, h + 2 * pad, w + 2 * pad, g, wg * 64)
+        cpg, wg, pad = c // g, -(-(c // g) // 32), k // 2
+        assert s.shape == (n, h + 2 * pad, w + 2 * pad, g * wg) and s.dtype == torch.int32 and any_zero
+        shape = (n, h + 2 * pad, w + 2 * pad, g, wg * 32)
+        bits = ((s.long().unsqueeze(-1) >> torch.arange(32)) & 1).view(shape)
+        zbits = ((z.long().unsqueeze(-1) >> torch.arange(32)) & 1).view(shape)
         inner = (slice(None), slice(pad, pad + h), slice(pad, pad + w))
         want_s = (u < 0).permute(0, 2, 3, 1).reshape(n, h, w, g, cpg).long()
         want_z = (u != 0).permute(0, 2, 3, 1).reshape(n, h, w, g, cpg).long()

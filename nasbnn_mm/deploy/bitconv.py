@@ -155,25 +155,26 @@ def pack_weight_words(negative: torch.Tensor, groups: int) -> torch.Tensor:
         groups (int): conv groups.
 
     Returns:
-        Tensor: int64 words (groups, ceil(out_per_group / 8), k*k, ceil(in_per_group / 64), 8): bit c % 64 of
-        word [g, ob, ky*k + kx, c // 64, l] is the sign bit of output channel g*opg + ob*8 + l, input channel c.
+        Tensor: int32 words (groups, ceil(out_per_group / 16), k*k, ceil(in_per_group / 32), 16): bit c % 32 of
+        word [g, ob, ky*k + kx, c // 32, l] is the sign bit of output channel g*opg + ob*16 + l, input channel c
+        (bits and lanes past the group's channels are 0).
     """
     cout, cpg, k, _ = negative.shape
     opg = cout // groups
-    ob, wg = -(-opg // 8), -(-cpg // 64)
-    full = torch.zeros(groups, ob * 8, wg * 64, k * k, dtype=torch.bool)
+    ob, wg = -(-opg // 16), -(-cpg // 32)
+    full = torch.zeros(groups, ob * 16, wg * 32, k * k, dtype=torch.bool)
     full[:, :opg, :cpg] = negative.reshape(groups, opg, cpg, k * k)
-    bits = full.view(groups, ob, 8, wg, 64, k * k).permute(0, 1, 5, 3, 2, 4).long()  # G, OB, kk, Wg, 8, 64
-    # distinct powers of two add up to their bitwise OR (bit 63 is the int64 sign bit: still exact)
-    return (bits << torch.arange(64, dtype=torch.long)).sum(-1)
+    bits = full.view(groups, ob, 16, wg, 32, k * k).permute(0, 1, 5, 3, 2, 4).long()  # G, OB, kk, Wg, 16, 32
+    words = (bits << torch.arange(32, dtype=torch.long)).sum(-1)  # distinct powers of two: their bitwise OR
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)  # the same 32 bits, as int32
 
 
 def unpack_weight_words(words: torch.Tensor, out_channels: int, in_per_group: int, kernel: int) -> torch.Tensor:
     """Inverse of :func:`pack_weight_words`: bool (out, in/groups, k, k), True where the weight is -1."""
-    groups, ob, kk, wg, _ = words.shape
+    groups, ob, kk, wg, lanes = words.shape
     opg = out_channels // groups
-    bits = (words.unsqueeze(-1) >> torch.arange(64, dtype=torch.long)) & 1  # G, OB, kk, Wg, 8, 64
-    bits = bits.permute(0, 1, 4, 3, 5, 2).reshape(groups, ob * 8, wg * 64, kk)[:, :opg, :in_per_group]
+    bits = (words.long().unsqueeze(-1) >> torch.arange(32, dtype=torch.long)) & 1  # G, OB, kk, Wg, 16, 32
+    bits = bits.permute(0, 1, 4, 3, 5, 2).reshape(groups, ob * lanes, wg * 32, kk)[:, :opg, :in_per_group]
     return bits.bool().reshape(out_channels, in_per_group, kernel, kernel)
 
 
@@ -390,6 +391,9 @@ class BinaryConvKernel:
         if isa is not None and isa not in ISAS:
             raise ValueError(f'isa: {isa!r} not allowed (allowed: {", ".join(ISAS)})')
         self._isa = isa
+        # the popcount path, fixed at construction (isa argument, else NASBNN_BITCONV_ISA, else the best)
+        self._isa_code = ISAS.index(dispatch_path(isa)) if bitconv_ops() is not None else None
+        self._out_cl = out_layout == 'nhwc'
         self._fixed = backend
         applicable = available_backends(k, groups)
         if backend != 'auto' and backend not in applicable:
@@ -449,7 +453,7 @@ class BinaryConvKernel:
 
     def dispatch_path(self) -> Optional[str]:
         """The popcount kernel's ISA path ('avx512', 'avx2', 'scalar'), or None where popcount is unavailable."""
-        return dispatch_path(self._isa) if bitconv_ops() is not None else None
+        return ISAS[self._isa_code] if self._isa_code is not None and bitconv_ops() is not None else None
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(in={self.in_channels}, out={self.out_channels}, k={self.kernel_size}, '
@@ -465,12 +469,7 @@ class BinaryConvKernel:
     def _run(self, backend: str, x: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
         k, g, st = self.kernel_size, self.groups, self.stride
         if backend == 'popcount':
-            ops = bitconv_ops()
-            if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-                x = x.contiguous()
-            isa = ISAS.index(dispatch_path(self._isa))
-            return ops.conv(x, threshold, self._words, self.alpha, self.scale, self.shift, g, k, st,
-                            self.out_layout == 'nhwc', isa)
+            return self._popcount(x, threshold)
         if backend == 'reference':
             out = reference_binary_conv(x, self._float_weight(), self.alpha, g, st, threshold, self.scale, self.shift)
             return _to_layout(out, self.out_layout)
@@ -513,6 +512,12 @@ class BinaryConvKernel:
             out = acc.float().mul_(self.alpha).view(n, h, w_, -1).permute(0, 3, 1, 2)
             return _to_layout(_affine(out, self.scale, self.shift), self.out_layout)
         raise ValueError(f'backend: {backend!r} not allowed (allowed: {", ".join(BACKENDS)})')
+
+    def _popcount(self, x: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        return bitconv_ops().conv(x, threshold, self._words, self.alpha, self.scale, self.shift, self.groups,
+                                  self.kernel_size, self.stride, self._out_cl, self._isa_code)
 
     @staticmethod
     def _int8_signs(x: torch.Tensor, threshold: Optional[torch.Tensor], unsigned: bool) -> torch.Tensor:
@@ -603,9 +608,12 @@ class BinaryConvKernel:
 
     def __call__(self, x: torch.Tensor, threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_x(x, self.in_channels)
-        threshold = _check_vec('threshold', threshold, self.in_channels)
-        backend = self.resolve(x, threshold)
+        if threshold is not None:
+            threshold = _check_vec('threshold', threshold, self.in_channels)
+        backend = self._fixed if self._fixed != 'auto' else self.resolve(x, threshold)
         self.backend = backend
+        if backend == 'popcount':  # the fast path: one native call (no autograd graph: the op has none)
+            return self._popcount(x, threshold)
         with torch.no_grad():
             return self._run(backend, x, threshold)
 

@@ -11,14 +11,14 @@
 // For s, w in {-1, +1}: s * w = 1 - 2 * (s_bit XOR w_bit), so over n terms  sum = n - 2 * popcount(XOR).
 // A zero s (an exact x + b == 0, or the zero padding) has nonzero bit 0 and is masked out (see below).
 //
-// Packed activations: uint64 words, (N, Hp, Wp, G * Wg) with Hp = H + 2 pad, Wp = W + 2 pad, Wg =
-// ceil(cpg / 64) words per group and pixel; channel c of group g is bit (c % 64) of word g * Wg + c / 64.
+// Packed activations: uint32 words, (N, Hp, Wp, G * Wg) with Hp = H + 2 pad, Wp = W + 2 pad, Wg =
+// ceil(cpg / 32) words per group and pixel; channel c of group g is bit (c % 32) of word g * Wg + c / 32.
 // The padding ring and the tail bits of a group's last word are 0 in both planes. Packing is one pass
 // over x (NCHW or NHWC float32) with the threshold add fused in; it reports whether any x + b == 0.
 //
-// Packed weights: uint64 words, (G, OB, K*K, Wg, 8): OB = ceil(opg / 8) blocks of 8 output channels
-// ("lanes") per group; word [g, ob, kpos, j, l] holds input channels j*64..j*64+63 of output channel
-// g*opg + ob*8 + l at kernel position kpos = ky*K + kx. Lanes past opg and bits past cpg are 0. That is
+// Packed weights: uint32 words, (G, OB, K*K, Wg, 16): OB = ceil(opg / 16) blocks of 16 output channels
+// ("lanes") per group; word [g, ob, kpos, j, l] holds input channels j*32..j*32+31 of output channel
+// g*opg + ob*16 + l at kernel position kpos = ky*K + kx. Lanes past opg and bits past cpg are 0. That is
 // all a layer keeps: 1 bit per weight (plus padding to whole words and lanes) and alpha.
 //
 // Two exact kernel variants, chosen per register tile of output pixels (both read the zero-padded buffer):
@@ -27,12 +27,14 @@
 //   * masked: a window touches the padding, or some x + b == 0 exactly: terms are masked with the
 //     nonzero plane, which is 0 on the padding ring and on exact zeros, so those contribute 0:
 //       acc = popcount(nonzero bits in the window) - 2 * popcount((s XOR w) AND nonzero)
-//     (on AVX-512 one vpternlogq replaces the XOR: the same instruction count, plus one broadcast and
+//     (on AVX-512 one vpternlogd replaces the XOR: the same instruction count, plus one broadcast and
 //     one scalar popcount per pixel and step).
-// Vectorization is over output channels: an activation word is broadcast and XORed with the words of
-// 8 output channels (one zmm); a register tile of P output pixels x NB blocks of 8 channels accumulates
-// 64-bit popcounts (AVX-512 VPOPCNTQ; AVX2: pshufb nibble table into byte counters, flushed with psadbw
-// every 31 steps; scalar: __builtin_popcountll). All paths compute the same integers.
+// Vectorization is over output channels: an activation word (32 input channels) is broadcast and XORed
+// with the words of 16 output channels (one zmm); a register tile of P output pixels x NB blocks of 16
+// channels accumulates 32-bit popcounts (AVX-512 VPOPCNTD; AVX2: pshufb nibble table into byte
+// counters, widened to 32 bits every 31 steps; scalar: __builtin_popcount). All paths compute the same
+// integers. 32-bit words (not 64) keep the epilogue at one zmm of 16 float outputs and waste fewer bits
+// on the Table-1 group widths (24, 48, 96 channels per group).
 //
 // Output: float32 (N, cout, Ho, Wo), channels_last (NHWC in memory; what the next layer's packing reads
 // fastest) or contiguous NCHW. Ho = (H + 2 pad - K) / stride + 1.
@@ -61,7 +63,10 @@
 
 namespace {
 
-using u64 = uint64_t;
+using u32 = uint32_t;
+
+constexpr int64_t kBits = 32;   // input channels per word
+constexpr int64_t kLanes = 16;  // output channels per weight block
 
 enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
@@ -94,7 +99,7 @@ void check_isa(int64_t isa) {
   TORCH_CHECK(isa_supported(isa), "nasbnn bitconv: isa ", isa, " not supported by this CPU (best: ", best_isa(), ")");
 }
 
-inline u64 low_mask(int64_t nbits) { return nbits >= 64 ? ~u64(0) : (u64(1) << nbits) - 1; }
+inline u32 low_mask(int64_t nbits) { return nbits >= 32 ? ~u32(0) : (u32(1) << nbits) - 1; }
 
 // ---------------------------------------------------------------- geometry
 struct Geom {
@@ -102,7 +107,7 @@ struct Geom {
   int64_t G, cpg, Wg;     // groups, input channels per group, words per group and pixel
   int64_t K, S, pad, kk;  // kernel, stride, padding, K*K
   int64_t Hp, Wp, Ho, Wo;
-  int64_t cout, opg, OB;  // output channels, per group, 8-lane blocks per group
+  int64_t cout, opg, OB;  // output channels, per group, 16-lane blocks per group
   int64_t GW() const { return G * Wg; }
 };
 
@@ -117,15 +122,19 @@ Geom make_geom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t groups, int64
   TORCH_CHECK(N >= 1 && H >= 1 && W >= 1, "nasbnn bitconv: empty input (N, H, W) = (", N, ", ", H, ", ", W, ")");
   Geom g{};
   g.N = N; g.C = C; g.H = H; g.W = W;
-  g.G = groups; g.cpg = C / groups; g.Wg = (g.cpg + 63) / 64;
+  g.G = groups; g.cpg = C / groups; g.Wg = (g.cpg + kBits - 1) / kBits;
   g.K = kernel; g.S = stride; g.pad = kernel / 2; g.kk = kernel * kernel;
   g.Hp = H + 2 * g.pad; g.Wp = W + 2 * g.pad;
   g.Ho = (H + 2 * g.pad - kernel) / stride + 1;
   g.Wo = (W + 2 * g.pad - kernel) / stride + 1;
-  g.cout = cout; g.opg = cout / groups; g.OB = (g.opg + 7) / 8;
+  g.cout = cout; g.opg = cout / groups; g.OB = (g.opg + kLanes - 1) / kLanes;
   TORCH_CHECK(g.kk * g.cpg < (int64_t(1) << 24), "nasbnn bitconv: K*K*in_channels/groups = ", g.kk * g.cpg,
               " not allowed (allowed: < 2^24, where float32 holds every sum exactly)");
   return g;
+}
+
+inline int64_t packed_offset(const Geom& g, int64_t n, int64_t hp, int64_t wp) {
+  return ((n * g.Hp + hp) * g.Wp + wp) * g.GW();
 }
 
 // ---------------------------------------------------------------- activation packing
@@ -134,30 +143,26 @@ struct PackArgs {
   const float* x;
   const float* b;
   bool channels_last;
-  u64* s;             // sign plane
-  u64* z;             // nonzero plane
+  u32* s;             // sign plane
+  u32* z;             // nonzero plane
   uint8_t* row_zero;  // per input row (n, h): some x + b == 0
 };
 
-inline int64_t packed_offset(const Geom& g, int64_t n, int64_t hp, int64_t wp) {
-  return ((n * g.Hp + hp) * g.Wp + wp) * g.GW();
-}
-
-void pack_row_scalar(const PackArgs& a, int64_t n, int64_t h, std::vector<u64>& ts, std::vector<u64>& tz) {
+void pack_row_scalar(const PackArgs& a, int64_t n, int64_t h, std::vector<u32>& ts, std::vector<u32>& tz) {
   const Geom& g = a.g;
-  u64 zero_bits = 0;
+  u32 zero_bits = 0;
   if (a.channels_last) {
     for (int64_t w = 0; w < g.W; ++w) {
       const float* px = a.x + ((n * g.H + h) * g.W + w) * g.C;
       const int64_t o = packed_offset(g, n, h + g.pad, w + g.pad);
       for (int64_t gi = 0; gi < g.G; ++gi)
         for (int64_t j = 0; j < g.Wg; ++j) {
-          const int64_t c0 = gi * g.cpg + j * 64, nb = std::min<int64_t>(64, g.cpg - j * 64);
-          u64 s = 0, z = 0;
+          const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
+          u32 s = 0, z = 0;
           for (int64_t t = 0; t < nb; ++t) {
             const float u = px[c0 + t] + a.b[c0 + t];
-            s |= u64(u < 0.f) << t;
-            z |= u64(u != 0.f) << t;
+            s |= u32(u < 0.f) << t;
+            z |= u32(u != 0.f) << t;
           }
           a.s[o + gi * g.Wg + j] = s;
           a.z[o + gi * g.Wg + j] = z;
@@ -171,7 +176,7 @@ void pack_row_scalar(const PackArgs& a, int64_t n, int64_t h, std::vector<u64>& 
     const int64_t o = packed_offset(g, n, h + g.pad, g.pad);
     for (int64_t gi = 0; gi < g.G; ++gi)
       for (int64_t j = 0; j < g.Wg; ++j) {
-        const int64_t c0 = gi * g.cpg + j * 64, nb = std::min<int64_t>(64, g.cpg - j * 64);
+        const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
         std::fill(ts.begin(), ts.end(), 0);
         std::fill(tz.begin(), tz.end(), 0);
         for (int64_t t = 0; t < nb; ++t) {
@@ -179,11 +184,11 @@ void pack_row_scalar(const PackArgs& a, int64_t n, int64_t h, std::vector<u64>& 
           const float bc = a.b[c0 + t];
           for (int64_t w = 0; w < g.W; ++w) {
             const float u = row[w] + bc;
-            ts[w] |= u64(u < 0.f) << t;
-            tz[w] |= u64(u != 0.f) << t;
+            ts[w] |= u32(u < 0.f) << t;
+            tz[w] |= u32(u != 0.f) << t;
           }
         }
-        const u64 m = low_mask(nb);
+        const u32 m = low_mask(nb);
         for (int64_t w = 0; w < g.W; ++w) {
           a.s[o + w * g.GW() + gi * g.Wg + j] = ts[w];
           a.z[o + w * g.GW() + gi * g.Wg + j] = tz[w];
@@ -197,16 +202,16 @@ void pack_row_scalar(const PackArgs& a, int64_t n, int64_t h, std::vector<u64>& 
 // ---------------------------------------------------------------- conv context and shared epilogue
 struct ConvCtx {
   Geom g;
-  const u64* act;
-  const u64* nz;
-  const u64* wb;
+  const u32* act;
+  const u32* nz;
+  const u32* wb;
   const float* alpha;
   const float* scale;  // optional (nullptr)
   const float* shift;  // optional (nullptr)
   float* out;
   bool out_cl;
   bool any_zero;               // some x + b == 0: every tile takes the masked variant
-  int64_t ntiles, nb_base;     // channel tiles per group, 8-lane blocks per tile (the last may be smaller)
+  int64_t ntiles, nb_base;     // channel tiles per group, 16-lane blocks per tile (the last may be smaller)
   std::vector<int64_t> off;    // per reduction step t = (ky * K + kx) * Wg + j: its word offset from the window's
                                // top-left pixel (word 0 of the group) in the packed activations
 };
@@ -223,9 +228,9 @@ inline int64_t out_index(const ConvCtx& c, int64_t n, int64_t oh, int64_t ow, in
 }
 
 // out = float(v) * alpha (then * scale, + shift) for the valid lanes of block ob
-void store_scalar(const ConvCtx& c, int64_t n, int64_t oh, int64_t ow, int64_t gi, int64_t ob, const int64_t v[8]) {
+void store_scalar(const ConvCtx& c, int64_t n, int64_t oh, int64_t ow, int64_t gi, int64_t ob, const int32_t v[16]) {
   const Geom& g = c.g;
-  const int64_t o0 = gi * g.opg + ob * 8, nl = std::min<int64_t>(8, g.opg - ob * 8);
+  const int64_t o0 = gi * g.opg + ob * kLanes, nl = std::min<int64_t>(kLanes, g.opg - ob * kLanes);
   for (int64_t l = 0; l < nl; ++l) {
     const int64_t o = o0 + l;
     float y = static_cast<float>(v[l]) * c.alpha[o];
@@ -240,24 +245,24 @@ template <bool MASKED>
 void pixel_scalar(const ConvCtx& c, int64_t gi, int64_t ob, int64_t n, int64_t oh, int64_t ow) {
   const Geom& g = c.g;
   const int64_t steps = g.kk * g.Wg;
-  const u64* wblk = c.wb + (gi * g.OB + ob) * steps * 8;
+  const u32* wblk = c.wb + (gi * g.OB + ob) * steps * kLanes;
   const int64_t base = packed_offset(g, n, oh * g.S, ow * g.S) + gi * g.Wg;
-  int64_t pop[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t nzc = 0;
+  int32_t pop[16] = {0};
+  int32_t nzc = 0;
   for (int64_t t = 0; t < steps; ++t) {
-    const u64 a = c.act[base + c.off[t]];
-    const u64* w8 = wblk + t * 8;
+    const u32 a = c.act[base + c.off[t]];
+    const u32* w16 = wblk + t * kLanes;
     if (MASKED) {
-      const u64 m = c.nz[base + c.off[t]];
-      nzc += __builtin_popcountll(m);
-      for (int l = 0; l < 8; ++l) pop[l] += __builtin_popcountll((a ^ w8[l]) & m);
+      const u32 m = c.nz[base + c.off[t]];
+      nzc += __builtin_popcount(m);
+      for (int l = 0; l < 16; ++l) pop[l] += __builtin_popcount((a ^ w16[l]) & m);
     } else {
-      for (int l = 0; l < 8; ++l) pop[l] += __builtin_popcountll(a ^ w8[l]);
+      for (int l = 0; l < 16; ++l) pop[l] += __builtin_popcount(a ^ w16[l]);
     }
   }
-  const int64_t total = MASKED ? nzc : g.kk * g.cpg;
-  int64_t v[8];
-  for (int l = 0; l < 8; ++l) v[l] = total - 2 * pop[l];
+  const int32_t total = MASKED ? nzc : static_cast<int32_t>(g.kk * g.cpg);
+  int32_t v[16];
+  for (int l = 0; l < 16; ++l) v[l] = total - 2 * pop[l];
   store_scalar(c, n, oh, ow, gi, ob, v);
 }
 
@@ -285,95 +290,117 @@ inline __m256i popcnt8_avx2(__m256i v, __m256i lut, __m256i low4) {
   return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
 }
 
-// The reduction of one tile: P pixels x NB blocks (2 ymm of 4 channels each); byte counters are flushed
-// into 64-bit lanes (pop) every 31 steps
-template <int NB, int P, bool MASKED>
-__attribute__((always_inline)) inline void reduce_avx2(const ConvCtx& c, const int64_t (&base)[P], const u64* wblk,
-                                                       int64_t bstride, int64_t steps, __m256i (&pop)[P][NB][2],
-                                                       int64_t (&nzc)[P]) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
-                                       3, 2, 3, 3, 4);
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i zero = _mm256_setzero_si256();
-  __m256i acc8[P][NB][2];
+inline __m256i popcnt_lut() {
+  return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+}
+
+// byte counters -> 32-bit lane sums (u8 pairs -> i16 -> i32)
+inline __m256i widen8to32(__m256i acc8) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(acc8, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
+}
+
+// The reduction of one tile: P pixels x 1 block (2 ymm of 8 channels); byte counters are widened into
+// 32-bit lanes (pop) every 31 steps
+template <int P, bool MASKED>
+__attribute__((always_inline)) inline void reduce_avx2(const ConvCtx& c, const int64_t (&base)[P], const u32* wblk,
+                                                       int64_t steps, __m256i (&pop)[P][2], int32_t (&nzc)[P]) {
+  const __m256i lut = popcnt_lut(), low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  __m256i acc8[P][2];
   for (int p = 0; p < P; ++p) {
     nzc[p] = 0;
-    for (int b = 0; b < NB; ++b) acc8[p][b][0] = acc8[p][b][1] = pop[p][b][0] = pop[p][b][1] = zero;
+    acc8[p][0] = acc8[p][1] = pop[p][0] = pop[p][1] = zero;
   }
   int since_flush = 0;
   for (int64_t t = 0; t < steps; ++t) {
-    __m256i wv[NB][2];
-    for (int b = 0; b < NB; ++b) {
-      wv[b][0] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wblk + b * bstride + t * 8));
-      wv[b][1] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wblk + b * bstride + t * 8 + 4));
-    }
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wblk + t * kLanes));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wblk + t * kLanes + 8));
     const int64_t o = c.off[t];
     for (int p = 0; p < P; ++p) {
-      const __m256i a = _mm256_set1_epi64x(static_cast<long long>(c.act[base[p] + o]));
+      const __m256i a = _mm256_set1_epi32(static_cast<int>(c.act[base[p] + o]));
+      __m256i x0 = _mm256_xor_si256(a, w0), x1 = _mm256_xor_si256(a, w1);
       if (MASKED) {
-        const u64 mw = c.nz[base[p] + o];
-        nzc[p] += __builtin_popcountll(mw);
-        const __m256i m = _mm256_set1_epi64x(static_cast<long long>(mw));
-        for (int b = 0; b < NB; ++b)
-          for (int h = 0; h < 2; ++h)
-            acc8[p][b][h] = _mm256_add_epi8(
-                acc8[p][b][h], popcnt8_avx2(_mm256_and_si256(_mm256_xor_si256(a, wv[b][h]), m), lut, low4));
-      } else {
-        for (int b = 0; b < NB; ++b)
-          for (int h = 0; h < 2; ++h)
-            acc8[p][b][h] = _mm256_add_epi8(acc8[p][b][h], popcnt8_avx2(_mm256_xor_si256(a, wv[b][h]), lut, low4));
+        const u32 mw = c.nz[base[p] + o];
+        nzc[p] += __builtin_popcount(mw);
+        const __m256i m = _mm256_set1_epi32(static_cast<int>(mw));
+        x0 = _mm256_and_si256(x0, m);
+        x1 = _mm256_and_si256(x1, m);
       }
+      acc8[p][0] = _mm256_add_epi8(acc8[p][0], popcnt8_avx2(x0, lut, low4));
+      acc8[p][1] = _mm256_add_epi8(acc8[p][1], popcnt8_avx2(x1, lut, low4));
     }
     if (++since_flush == 31 || t + 1 == steps) {  // a byte counter holds at most 31 * 8 = 248
       since_flush = 0;
       for (int p = 0; p < P; ++p)
-        for (int b = 0; b < NB; ++b)
-          for (int h = 0; h < 2; ++h) {
-            pop[p][b][h] = _mm256_add_epi64(pop[p][b][h], _mm256_sad_epu8(acc8[p][b][h], zero));
-            acc8[p][b][h] = zero;
-          }
+        for (int h = 0; h < 2; ++h) {
+          pop[p][h] = _mm256_add_epi32(pop[p][h], widen8to32(acc8[p][h]));
+          acc8[p][h] = zero;
+        }
     }
   }
 }
 
-template <int NB, int P>
-void tile_avx2(const ConvCtx& c, int64_t gi, int64_t ob0, int64_t n, int64_t oh) {
+template <int P>
+void tile_avx2(const ConvCtx& c, int64_t gi, int64_t ob, int64_t n, int64_t oh) {
   const Geom& g = c.g;
-  const int64_t steps = g.kk * g.Wg, ih = oh * g.S, bstride = steps * 8;
-  const u64* wblk = c.wb + (gi * g.OB + ob0) * bstride;
+  const int64_t steps = g.kk * g.Wg, ih = oh * g.S;
+  const u32* wblk = c.wb + (gi * g.OB + ob) * steps * kLanes;
   for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += P) {
     int64_t base[P];
     for (int p = 0; p < P; ++p) base[p] = packed_offset(g, n, ih, std::min(ow0 + p, g.Wo - 1) * g.S) + gi * g.Wg;
     const bool masked = c.any_zero || !inside(g, oh, ow0, std::min(ow0 + P - 1, g.Wo - 1));
-    __m256i pop[P][NB][2];
-    int64_t nzc[P];
+    __m256i pop[P][2];
+    int32_t nzc[P];
     if (masked)
-      reduce_avx2<NB, P, true>(c, base, wblk, bstride, steps, pop, nzc);
+      reduce_avx2<P, true>(c, base, wblk, steps, pop, nzc);
     else
-      reduce_avx2<NB, P, false>(c, base, wblk, bstride, steps, pop, nzc);
+      reduce_avx2<P, false>(c, base, wblk, steps, pop, nzc);
     for (int p = 0; p < P; ++p) {
       const int64_t ow = ow0 + p;
       if (ow >= g.Wo) break;
-      const int64_t total = masked ? nzc[p] : g.kk * g.cpg;
-      for (int b = 0; b < NB; ++b) {
-        alignas(32) int64_t cnt[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(cnt), pop[p][b][0]);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(cnt + 4), pop[p][b][1]);
-        int64_t v[8];
-        for (int l = 0; l < 8; ++l) v[l] = total - 2 * cnt[l];
-        store_scalar(c, n, oh, ow, gi, ob0 + b, v);
-      }
+      const __m256i total = _mm256_set1_epi32(masked ? nzc[p] : static_cast<int32_t>(g.kk * g.cpg));
+      alignas(32) int32_t v[16];
+      for (int h = 0; h < 2; ++h)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(v + 8 * h),
+                           _mm256_sub_epi32(total, _mm256_slli_epi32(pop[p][h], 1)));
+      store_scalar(c, n, oh, ow, gi, ob, v);
     }
   }
 }
 
 void row_avx2(const ConvCtx& c, int64_t gi, int64_t b0, int64_t b1, int64_t n, int64_t oh) {
-  for (int64_t ob = b0; ob < b1; ob += 2) {
-    if (b1 - ob >= 2)
-      tile_avx2<2, 2>(c, gi, ob, n, oh);
-    else
-      tile_avx2<1, 4>(c, gi, ob, n, oh);
+  for (int64_t ob = b0; ob < b1; ++ob) tile_avx2<4>(c, gi, ob, n, oh);
+}
+
+double peak_avx2(int64_t iters) {  // the inner loop of tile_avx2<4> on L1-resident data
+  alignas(64) u32 buf[1024];
+  std::mt19937 rng(1);
+  for (auto& v : buf) v = rng();
+  const __m256i lut = popcnt_lut(), low4 = _mm256_set1_epi8(0x0f);
+  __m256i acc32[8];
+  for (auto& v : acc32) v = _mm256_setzero_si256();
+  for (int64_t it = 0; it < iters; ++it) {
+    __m256i acc8[8];
+    for (auto& v : acc8) v = _mm256_setzero_si256();
+    for (int t = 0; t < 31; ++t) {
+      const u32* w = buf + (t * 16 & 1023);
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 8));
+      for (int p = 0; p < 4; ++p) {
+        const __m256i a = _mm256_set1_epi32(static_cast<int>(buf[(t * 7 + p + it) & 1023]));
+        acc8[2 * p] = _mm256_add_epi8(acc8[2 * p], popcnt8_avx2(_mm256_xor_si256(a, w0), lut, low4));
+        acc8[2 * p + 1] = _mm256_add_epi8(acc8[2 * p + 1], popcnt8_avx2(_mm256_xor_si256(a, w1), lut, low4));
+      }
+    }
+    for (int i = 0; i < 8; ++i) acc32[i] = _mm256_add_epi32(acc32[i], widen8to32(acc8[i]));
+    asm volatile("" : : : "memory");
   }
+  alignas(32) int32_t t[8];
+  __m256i s = acc32[0];
+  for (int i = 1; i < 8; ++i) s = _mm256_add_epi32(s, acc32[i]);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), s);
+  volatile int32_t sink = t[0] + t[7];
+  (void)sink;
+  return double(iters) * 31 * 8 * 256;
 }
 
 }  // namespace
@@ -384,74 +411,76 @@ void row_avx2(const ConvCtx& c, int64_t gi, int64_t b0, int64_t b1, int64_t n, i
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq,popcnt")
 namespace {
 
-void pack_row_avx512(const PackArgs& a, int64_t n, int64_t h) {
+inline __mmask16 first_bits16(int64_t n) {  // mask of the first clamp(n, 0, 16) lanes
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// sign / nonzero bits of the 16 channels [c0, c0 + 16) of one pixel (lanes past m: 0)
+inline void signs16(const float* px, const float* b, int64_t c0, __mmask16 m, u32& lt, u32& ne) {
+  const __m512 u = _mm512_add_ps(_mm512_maskz_loadu_ps(m, px + c0), _mm512_maskz_loadu_ps(m, b + c0));
+  lt = _mm512_mask_cmp_ps_mask(m, u, _mm512_setzero_ps(), _CMP_LT_OQ);
+  ne = _mm512_mask_cmp_ps_mask(m, u, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+}
+
+// Exact packing of both planes with compares (x + b < 0, x + b != 0): the path after a special value
+void pack_row_exact_avx512(const PackArgs& a, int64_t n, int64_t h) {
   const Geom& g = a.g;
-  const __m512 zero = _mm512_setzero_ps();
-  u64 zero_bits = 0;
+  u32 zero_bits = 0;
   if (a.channels_last) {
-    // per pixel: the C sign / nonzero bits as one bit string (16 channels per compare), then each
-    // group's words cut out of it (a shift across two words where a group starts mid-word)
-    const int64_t cw = (g.C + 63) / 64;
-    std::vector<u64> sb(cw + 1), zb(cw + 1);
-    const __mmask16 tail = g.C % 16 ? __mmask16((1u << (g.C % 16)) - 1) : __mmask16(0xFFFF);
+    // each 32-channel word of a group from two 16-channel compares whose masks are stored as the word's
+    // two 16-bit halves (little endian); the masks of a word's valid channels are the same at every pixel
+    __mmask16 m0[64], m1[64];
+    const int64_t wg = std::min<int64_t>(g.Wg, 64);
+    for (int64_t j = 0; j < wg; ++j) {
+      m0[j] = first_bits16(g.cpg - j * kBits);
+      m1[j] = first_bits16(g.cpg - j * kBits - 16);
+    }
+    __mmask16 zeros = 0;  // valid lanes where x + b == 0
+    const __m512 zero = _mm512_setzero_ps();
     for (int64_t w = 0; w < g.W; ++w) {
       const float* px = a.x + ((n * g.H + h) * g.W + w) * g.C;
       const int64_t o = packed_offset(g, n, h + g.pad, w + g.pad);
-      for (int64_t i = 0; i < cw; ++i) sb[i] = zb[i] = 0;
-      for (int64_t c0 = 0; c0 < g.C; c0 += 16) {
-        const __mmask16 m = c0 + 16 <= g.C ? __mmask16(0xFFFF) : tail;
-        const __m512 u = _mm512_add_ps(_mm512_maskz_loadu_ps(m, px + c0), _mm512_maskz_loadu_ps(m, a.b + c0));
-        const u64 lt = _mm512_mask_cmp_ps_mask(m, u, zero, _CMP_LT_OQ);
-        const u64 ne = _mm512_mask_cmp_ps_mask(m, u, zero, _CMP_NEQ_UQ);
-        sb[c0 >> 6] |= lt << (c0 & 63);
-        zb[c0 >> 6] |= ne << (c0 & 63);
-        zero_bits |= ne ^ u64(m);
-      }
-      if (g.G == 1) {
-        for (int64_t j = 0; j < cw; ++j) {
-          a.s[o + j] = sb[j];
-          a.z[o + j] = zb[j];
-        }
-        continue;
-      }
+      __mmask16* ds = reinterpret_cast<__mmask16*>(a.s + o);
+      __mmask16* dz = reinterpret_cast<__mmask16*>(a.z + o);
       for (int64_t gi = 0; gi < g.G; ++gi)
         for (int64_t j = 0; j < g.Wg; ++j) {
-          const int64_t p = gi * g.cpg + j * 64, q = p >> 6, r = p & 63;
-          const u64 vm = low_mask(std::min<int64_t>(64, g.cpg - j * 64));
-          const u64 sv = r ? (sb[q] >> r) | (sb[q + 1] << (64 - r)) : sb[q];
-          const u64 zv = r ? (zb[q] >> r) | (zb[q + 1] << (64 - r)) : zb[q];
-          a.s[o + gi * g.Wg + j] = sv & vm;
-          a.z[o + gi * g.Wg + j] = zv & vm;
+          const int64_t c0 = gi * g.cpg + j * kBits, k = 2 * (gi * g.Wg + j);
+          const __mmask16 ma = j < 64 ? m0[j] : first_bits16(g.cpg - j * kBits);
+          const __mmask16 mb = j < 64 ? m1[j] : first_bits16(g.cpg - j * kBits - 16);
+          const __m512 ua = _mm512_add_ps(_mm512_maskz_loadu_ps(ma, px + c0), _mm512_maskz_loadu_ps(ma, a.b + c0));
+          const __m512 ub =
+              _mm512_add_ps(_mm512_maskz_loadu_ps(mb, px + c0 + 16), _mm512_maskz_loadu_ps(mb, a.b + c0 + 16));
+          const __mmask16 nea = _mm512_mask_cmp_ps_mask(ma, ua, zero, _CMP_NEQ_UQ);
+          const __mmask16 neb = _mm512_mask_cmp_ps_mask(mb, ub, zero, _CMP_NEQ_UQ);
+          _store_mask16(ds + k, _mm512_mask_cmp_ps_mask(ma, ua, zero, _CMP_LT_OQ));
+          _store_mask16(ds + k + 1, _mm512_mask_cmp_ps_mask(mb, ub, zero, _CMP_LT_OQ));
+          _store_mask16(dz + k, nea);
+          _store_mask16(dz + k + 1, neb);
+          zeros = _kor_mask16(zeros, _kor_mask16(_kandn_mask16(nea, ma), _kandn_mask16(neb, mb)));
         }
     }
-  } else {
+    zero_bits = _cvtmask16_u32(zeros);
+  } else {  // NCHW: 16 pixels of one channel per compare, 32 channels into 16 words (one zmm)
     const int64_t plane = g.H * g.W, GW = g.GW();
     const int64_t o = packed_offset(g, n, h + g.pad, g.pad);
-    alignas(64) u64 bs[16], bz[16];
+    alignas(64) u32 bs[16], bz[16];
     for (int64_t gi = 0; gi < g.G; ++gi)
       for (int64_t j = 0; j < g.Wg; ++j) {
-        const int64_t c0 = gi * g.cpg + j * 64, nb = std::min<int64_t>(64, g.cpg - j * 64);
-        const u64 vm = low_mask(nb);
+        const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
+        const u32 vm = low_mask(nb);
         for (int64_t w0 = 0; w0 < g.W; w0 += 16) {
-          const int64_t r = g.W - w0;
-          const __mmask16 m = r >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << r) - 1);
-          __m512i s_lo = _mm512_setzero_si512(), s_hi = s_lo, z_lo = s_lo, z_hi = s_lo;
+          const __mmask16 m = first_bits16(g.W - w0);
+          __m512i sv = _mm512_setzero_si512(), zv = sv;
           for (int64_t t = 0; t < nb; ++t) {
             const float* row = a.x + (n * g.C + c0 + t) * plane + h * g.W + w0;
             const __m512 u = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row), _mm512_set1_ps(a.b[c0 + t]));
-            const __mmask16 lt = _mm512_mask_cmp_ps_mask(m, u, zero, _CMP_LT_OQ);
-            const __mmask16 ne = _mm512_mask_cmp_ps_mask(m, u, zero, _CMP_NEQ_UQ);
-            const __m512i bit = _mm512_set1_epi64(static_cast<long long>(u64(1) << t));
-            s_lo = _mm512_mask_or_epi64(s_lo, __mmask8(lt), s_lo, bit);
-            s_hi = _mm512_mask_or_epi64(s_hi, __mmask8(lt >> 8), s_hi, bit);
-            z_lo = _mm512_mask_or_epi64(z_lo, __mmask8(ne), z_lo, bit);
-            z_hi = _mm512_mask_or_epi64(z_hi, __mmask8(ne >> 8), z_hi, bit);
+            const __m512i bit = _mm512_set1_epi32(static_cast<int>(u32(1) << t));
+            sv = _mm512_mask_or_epi32(sv, _mm512_mask_cmp_ps_mask(m, u, _mm512_setzero_ps(), _CMP_LT_OQ), sv, bit);
+            zv = _mm512_mask_or_epi32(zv, _mm512_mask_cmp_ps_mask(m, u, _mm512_setzero_ps(), _CMP_NEQ_UQ), zv, bit);
           }
-          _mm512_store_si512(bs, s_lo);
-          _mm512_store_si512(bs + 8, s_hi);
-          _mm512_store_si512(bz, z_lo);
-          _mm512_store_si512(bz + 8, z_hi);
-          const int64_t q1 = std::min<int64_t>(16, r);
+          _mm512_store_si512(bs, sv);
+          _mm512_store_si512(bz, zv);
+          const int64_t q1 = std::min<int64_t>(16, g.W - w0);
           for (int64_t q = 0; q < q1; ++q) {
             a.s[o + (w0 + q) * GW + gi * g.Wg + j] = bs[q];
             a.z[o + (w0 + q) * GW + gi * g.Wg + j] = bz[q];
@@ -463,12 +492,82 @@ void pack_row_avx512(const PackArgs& a, int64_t n, int64_t h) {
   a.row_zero[n * g.H + h] = zero_bits != 0;
 }
 
-// The reduction of one tile: P output pixels x NB blocks of 8 output channels, 64-bit popcount
+// special: x + b == 0 (either sign) or NaN. With u's bits shifted left by one (sign dropped) as t,
+// special <=> t - 1 >= 0xFF000000 (unsigned; t = 0 wraps to 0xFFFFFFFF; infinities stay below)
+inline __m512i special_max(__m512i acc, __mmask16 m, __m512 u) {
+  const __m512i t = _mm512_add_epi32(_mm512_castps_si512(u), _mm512_castps_si512(u));
+  return _mm512_mask_max_epu32(acc, m, acc, _mm512_sub_epi32(t, _mm512_set1_epi32(1)));
+}
+
+inline bool any_special(__m512i acc) {
+  return _mm512_cmpge_epu32_mask(acc, _mm512_set1_epi32(static_cast<int>(0xFF000000u))) != 0;
+}
+
+// The fast pass: the sign plane only, s = the float sign bit of x + b (equal to x + b < 0 except at -0
+// and NaN, which the special check catches: then pack_row_exact_avx512 redoes the row). Sets row_zero
+// to "special seen"; the caller fills the nonzero plane with the all-valid pattern when none was.
+void pack_signs_avx512(const PackArgs& a, int64_t n, int64_t h) {
+  const Geom& g = a.g;
+  __m512i spec = _mm512_setzero_si512(), spec2 = spec;
+  if (a.channels_last) {
+    const __m512 one = _mm512_set1_ps(1.f);
+    const __m512i ione = _mm512_set1_epi32(1);
+    for (int64_t w = 0; w < g.W; ++w) {
+      const float* px = a.x + ((n * g.H + h) * g.W + w) * g.C;
+      u32* ds = a.s + packed_offset(g, n, h + g.pad, w + g.pad);
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int64_t j = 0; j < g.Wg; ++j) {
+          const int64_t c0 = gi * g.cpg + j * kBits, nb = g.cpg - j * kBits;
+          __m512 ua, ub;
+          if (nb >= 32) {
+            ua = _mm512_add_ps(_mm512_loadu_ps(px + c0), _mm512_loadu_ps(a.b + c0));
+            ub = _mm512_add_ps(_mm512_loadu_ps(px + c0 + 16), _mm512_loadu_ps(a.b + c0 + 16));
+          } else {  // the group's last, partial word: lanes past it get 0 + 1 (sign bit 0, not special)
+            const __mmask16 ma = first_bits16(nb), mb = first_bits16(nb - 16);
+            ua = _mm512_add_ps(_mm512_maskz_loadu_ps(ma, px + c0), _mm512_mask_loadu_ps(one, ma, a.b + c0));
+            ub = _mm512_add_ps(_mm512_maskz_loadu_ps(mb, px + c0 + 16), _mm512_mask_loadu_ps(one, mb, a.b + c0 + 16));
+          }
+          const __m512i ia = _mm512_castps_si512(ua), ib = _mm512_castps_si512(ub);
+          _store_mask32(reinterpret_cast<__mmask32*>(ds + gi * g.Wg + j),
+                        _mm512_kunpackw(_mm512_movepi32_mask(ib), _mm512_movepi32_mask(ia)));
+          // special: x + b == 0 (either sign) or NaN. With the bits shifted left by one (sign dropped)
+          // as t: special <=> t - 1 >= 0xFF000000 unsigned (t = 0 wraps to 0xFFFFFFFF; +-inf stay below)
+          spec = _mm512_max_epu32(spec, _mm512_sub_epi32(_mm512_add_epi32(ia, ia), ione));
+          spec2 = _mm512_max_epu32(spec2, _mm512_sub_epi32(_mm512_add_epi32(ib, ib), ione));
+        }
+    }
+  } else {  // NCHW: 16 pixels of one channel per step; the sign bit shifted into place, no mask registers
+    const int64_t plane = g.H * g.W, GW = g.GW();
+    u32* const d0 = a.s + packed_offset(g, n, h + g.pad, g.pad);
+    alignas(64) u32 bs[16];
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      for (int64_t j = 0; j < g.Wg; ++j) {
+        const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
+        for (int64_t w0 = 0; w0 < g.W; w0 += 16) {
+          const __mmask16 m = first_bits16(g.W - w0);
+          __m512i sv = _mm512_setzero_si512();
+          for (int64_t t = 0; t < nb; ++t) {
+            const float* row = a.x + (n * g.C + c0 + t) * plane + h * g.W + w0;
+            const __m512 u = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row), _mm512_set1_ps(a.b[c0 + t]));
+            const __m512i bit = _mm512_srlv_epi32(_mm512_castps_si512(u), _mm512_set1_epi32(static_cast<int>(31 - t)));
+            sv = _mm512_ternarylogic_epi32(sv, bit, _mm512_set1_epi32(static_cast<int>(u32(1) << t)), 0xF8);  // A | (B & C)
+            spec = special_max(spec, m, u);
+          }
+          _mm512_store_si512(bs, sv);
+          const int64_t q1 = std::min<int64_t>(16, g.W - w0);
+          for (int64_t q = 0; q < q1; ++q) d0[(w0 + q) * GW + gi * g.Wg + j] = bs[q];
+        }
+      }
+  }
+  a.row_zero[n * g.H + h] = any_special(_mm512_max_epu32(spec, spec2));
+}
+
+// The reduction of one tile: P output pixels x NB blocks of 16 output channels, 32-bit popcount
 // accumulators in zmm registers
 template <int NB, int P, bool MASKED>
-__attribute__((always_inline)) inline void reduce_avx512(const u64* const (&ap)[P], const u64* const (&zp)[P],
-                                                         const u64* wblk, int64_t bstride, const int64_t* off,
-                                                         int64_t steps, __m512i (&acc)[P][NB], int64_t (&nzc)[P]) {
+__attribute__((always_inline)) inline void reduce_avx512(const u32* const (&ap)[P], const u32* const (&zp)[P],
+                                                         const u32* wblk, int64_t bstride, const int64_t* off,
+                                                         int64_t steps, __m512i (&acc)[P][NB], int32_t (&nzc)[P]) {
 #pragma GCC unroll 8
   for (int p = 0; p < P; ++p) {
     nzc[p] = 0;
@@ -478,166 +577,152 @@ __attribute__((always_inline)) inline void reduce_avx512(const u64* const (&ap)[
   for (int64_t t = 0; t < steps; ++t) {
     __m512i wv[NB];
 #pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(wblk + b * bstride + t * 8);
+    for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(wblk + b * bstride + t * kLanes);
     const int64_t o = off[t];
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
-      const __m512i a = _mm512_set1_epi64(static_cast<long long>(ap[p][o]));
+      const __m512i a = _mm512_set1_epi32(static_cast<int>(ap[p][o]));
       if (MASKED) {
-        const u64 mw = zp[p][o];
-        nzc[p] += _mm_popcnt_u64(mw);
-        const __m512i m = _mm512_set1_epi64(static_cast<long long>(mw));
+        const u32 mw = zp[p][o];
+        nzc[p] += _mm_popcnt_u32(mw);
+        const __m512i m = _mm512_set1_epi32(static_cast<int>(mw));
 #pragma GCC unroll 4
-        for (int b = 0; b < NB; ++b)  // (a XOR w) AND m in one vpternlogq
-          acc[p][b] = _mm512_add_epi64(acc[p][b], _mm512_popcnt_epi64(_mm512_ternarylogic_epi64(a, wv[b], m, 0x28)));
+        for (int b = 0; b < NB; ++b)  // (a XOR w) AND m in one vpternlogd
+          acc[p][b] = _mm512_add_epi32(acc[p][b], _mm512_popcnt_epi32(_mm512_ternarylogic_epi32(a, wv[b], m, 0x28)));
       } else {
 #pragma GCC unroll 4
         for (int b = 0; b < NB; ++b)
-          acc[p][b] = _mm512_add_epi64(acc[p][b], _mm512_popcnt_epi64(_mm512_xor_si512(a, wv[b])));
+          acc[p][b] = _mm512_add_epi32(acc[p][b], _mm512_popcnt_epi32(_mm512_xor_si512(a, wv[b])));
       }
     }
   }
 }
 
-// One output row of one channel tile (NB blocks): P pixels at a time, then the epilogue
-template <int NB, int P>
-void tile_avx512(const ConvCtx& c, int64_t gi, int64_t ob0, int64_t n, int64_t oh) {
-  const Geom& g = c.g;
-  const int64_t steps = g.kk * g.Wg, ih = oh * g.S, bstride = steps * 8, Wo = g.Wo;
-  const u64* const wblk = c.wb + (gi * g.OB + ob0) * bstride;
-  const int64_t* const off = c.off.data();
-  const int64_t row0 = packed_offset(g, n, ih, 0) + gi * g.Wg, px_words = g.S * g.GW();
-  // epilogue state, hoisted out of the pixel loop (locals: the output stores cannot alias them)
-  const bool has_scale = c.scale != nullptr, has_shift = c.shift != nullptr, cl = c.out_cl;
-  __m256 av[NB], sv[NB], hv[NB];
-  __mmask8 mk[NB];
+// One output row of one channel tile (NB blocks of 16 channels): register tiles of P pixels, the row's
+// remainder in tiles of 4, 2, 1 (no pixel computed twice), each followed by its epilogue.
+template <int NB>
+struct RowAvx512 {
+  const ConvCtx& c;
+  const Geom& g;
+  int64_t gi, ob0, n, oh, steps, bstride, row0, px_words, pstride, cstride;
+  const u32* wblk;
+  const int64_t* off;
+  float* orow;
+  const float *al, *sc, *sh;  // alpha / scale / shift of the tile's first channel (sc, sh may be null)
+  __mmask16 mk[NB];
   int nl[NB];
-  for (int b = 0; b < NB; ++b) {
-    const int64_t o0 = gi * g.opg + (ob0 + b) * 8;
-    nl[b] = static_cast<int>(std::min<int64_t>(8, g.opg - (ob0 + b) * 8));
-    mk[b] = nl[b] >= 8 ? __mmask8(0xFF) : __mmask8((1u << nl[b]) - 1);
-    av[b] = _mm256_maskz_loadu_ps(mk[b], c.alpha + o0);
-    sv[b] = has_scale ? _mm256_maskz_loadu_ps(mk[b], c.scale + o0) : _mm256_set1_ps(1.f);
-    hv[b] = has_shift ? _mm256_maskz_loadu_ps(mk[b], c.shift + o0) : _mm256_setzero_ps();
+
+  RowAvx512(const ConvCtx& c_, int64_t gi_, int64_t ob0_, int64_t n_, int64_t oh_)
+      : c(c_), g(c_.g), gi(gi_), ob0(ob0_), n(n_), oh(oh_) {
+    steps = g.kk * g.Wg;
+    bstride = steps * kLanes;
+    wblk = c.wb + (gi * g.OB + ob0) * bstride;
+    off = c.off.data();
+    row0 = packed_offset(g, n, oh * g.S, 0) + gi * g.Wg;
+    px_words = g.S * g.GW();
+    for (int b = 0; b < NB; ++b) {
+      nl[b] = static_cast<int>(std::min<int64_t>(kLanes, g.opg - (ob0 + b) * kLanes));
+      mk[b] = first_bits16(nl[b]);
+    }
+    const int64_t o_first = gi * g.opg + ob0 * kLanes;
+    al = c.alpha + o_first;
+    sc = c.scale ? c.scale + o_first : nullptr;
+    sh = c.shift ? c.shift + o_first : nullptr;
+    orow = c.out + (c.out_cl ? ((n * g.Ho + oh) * g.Wo) * g.cout + o_first
+                             : ((n * g.cout + o_first) * g.Ho + oh) * g.Wo);
+    pstride = c.out_cl ? g.cout : 1;
+    cstride = c.out_cl ? 1 : g.Ho * g.Wo;
   }
-  const int64_t o_first = gi * g.opg + ob0 * 8;
-  float* const orow = c.out + (cl ? ((n * g.Ho + oh) * Wo) * g.cout + o_first : ((n * g.cout + o_first) * g.Ho + oh) * Wo);
-  const int64_t pstride = cl ? g.cout : 1, cstride = cl ? 1 : g.Ho * Wo;
-  const __m512i kbase = _mm512_set1_epi64(g.kk * g.cpg);
-  for (int64_t ow0 = 0; ow0 < Wo; ow0 += P) {
-    const u64* ap[P];
-    const u64* zp[P];
-    for (int p = 0; p < P; ++p) {  // pixels past the row end repeat the last one (computed, not stored)
-      const int64_t b = row0 + std::min(ow0 + p, Wo - 1) * px_words;
+
+  template <int P>
+  __attribute__((always_inline)) inline void tile(int64_t ow0) {
+    const u32* ap[P];
+    const u32* zp[P];
+    for (int p = 0; p < P; ++p) {
+      const int64_t b = row0 + (ow0 + p) * px_words;
       ap[p] = c.act + b;
       zp[p] = c.nz + b;
     }
-    const bool masked = c.any_zero || !inside(g, oh, ow0, std::min(ow0 + P - 1, Wo - 1));
+    const bool masked = c.any_zero || !inside(g, oh, ow0, ow0 + P - 1);
     __m512i acc[P][NB];
-    int64_t nzc[P];
+    int32_t nzc[P];
     if (masked)
       reduce_avx512<NB, P, true>(ap, zp, wblk, bstride, off, steps, acc, nzc);
     else
       reduce_avx512<NB, P, false>(ap, zp, wblk, bstride, off, steps, acc, nzc);
+    const __m512i kbase = _mm512_set1_epi32(static_cast<int>(g.kk * g.cpg));
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
-      const int64_t ow = ow0 + p;
-      if (ow >= Wo) break;
-      float* const op = orow + ow * pstride;
-      const __m512i total = masked ? _mm512_set1_epi64(nzc[p]) : kbase;
+      float* const op = orow + (ow0 + p) * pstride;
+      const __m512i total = masked ? _mm512_set1_epi32(nzc[p]) : kbase;
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) {
-        const __m512i v = _mm512_sub_epi64(total, _mm512_slli_epi64(acc[p][b], 1));
-        __m256 y = _mm256_mul_ps(_mm512_cvtepi64_ps(v), av[b]);
-        if (has_scale) y = _mm256_mul_ps(y, sv[b]);
-        if (has_shift) y = _mm256_add_ps(y, hv[b]);
-        if (cl) {
-          _mm256_mask_storeu_ps(op + 8 * b, mk[b], y);
+        const __m512i v = _mm512_sub_epi32(total, _mm512_add_epi32(acc[p][b], acc[p][b]));
+        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mk[b], al + kLanes * b));
+        if (sc) y = _mm512_mul_ps(y, _mm512_maskz_loadu_ps(mk[b], sc + kLanes * b));
+        if (sh) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mk[b], sh + kLanes * b));
+        if (cstride == 1) {  // channels contiguous (NHWC, or a 1x1 output map)
+          _mm512_mask_storeu_ps(op + kLanes * b, mk[b], y);
         } else {
-          alignas(32) float tmp[8];
-          _mm256_store_ps(tmp, y);
-          for (int l = 0; l < nl[b]; ++l) op[(8 * b + l) * cstride] = tmp[l];
+          alignas(64) float tmp[16];
+          _mm512_store_ps(tmp, y);
+          for (int l = 0; l < nl[b]; ++l) op[(kLanes * b + l) * cstride] = tmp[l];
         }
       }
     }
   }
-}
+
+  template <int P>
+  void run() {
+    const int64_t Wo = g.Wo;
+    int64_t ow = 0;
+    for (; ow + P <= Wo; ow += P) tile<P>(ow);
+    if (P > 4)
+      for (; ow + 4 <= Wo; ow += 4) tile<4>(ow);
+    if (ow + 2 <= Wo) {
+      tile<2>(ow);
+      ow += 2;
+    }
+    if (ow < Wo) tile<1>(ow);
+  }
+};
 
 void row_avx512(const ConvCtx& c, int64_t gi, int64_t b0, int64_t b1, int64_t n, int64_t oh) {
-  switch (b1 - b0) {
-    case 1: tile_avx512<1, 8>(c, gi, b0, n, oh); break;
-    case 2: tile_avx512<2, 6>(c, gi, b0, n, oh); break;
-    case 3: tile_avx512<3, 4>(c, gi, b0, n, oh); break;
-    default: tile_avx512<4, 4>(c, gi, b0, n, oh); break;
+  switch (b1 - b0) {  // pixels per register tile: P * NB accumulators + NB weights + 2 of 32 zmm
+    case 1: RowAvx512<1>(c, gi, b0, n, oh).run<8>(); break;
+    case 2: RowAvx512<2>(c, gi, b0, n, oh).run<8>(); break;
+    case 3: RowAvx512<3>(c, gi, b0, n, oh).run<6>(); break;
+    default: RowAvx512<4>(c, gi, b0, n, oh).run<4>(); break;
   }
 }
 
 // The inner loop of tile_avx512<4, 4> on L1-resident data: returns the binary ops done (bits XNOR-popcounted).
 double peak_avx512(int64_t iters) {
-  alignas(64) u64 buf[512];
-  std::mt19937_64 rng(1);
+  alignas(64) u32 buf[1024];
+  std::mt19937 rng(1);
   for (auto& v : buf) v = rng();
   __m512i acc[16];
   for (auto& v : acc) v = _mm512_setzero_si512();
   for (int64_t it = 0; it < iters; ++it) {
     for (int t = 0; t < 64; t += 4) {  // 16 steps per sweep over 4 KiB of "weights"
-      const u64* w = buf + t * 8;
+      const u32* w = buf + t * 16;
       __m512i wv[4];
-      for (int b = 0; b < 4; ++b) wv[b] = _mm512_load_si512(w + b * 8);
+      for (int b = 0; b < 4; ++b) wv[b] = _mm512_load_si512(w + b * 16);
       for (int p = 0; p < 4; ++p) {
-        const __m512i a = _mm512_set1_epi64(static_cast<long long>(buf[(t * 5 + p * 3 + it) & 511]));
+        const __m512i a = _mm512_set1_epi32(static_cast<int>(buf[(t * 5 + p * 3 + it) & 1023]));
         for (int b = 0; b < 4; ++b)
-          acc[p * 4 + b] = _mm512_add_epi64(acc[p * 4 + b], _mm512_popcnt_epi64(_mm512_xor_si512(a, wv[b])));
+          acc[p * 4 + b] = _mm512_add_epi32(acc[p * 4 + b], _mm512_popcnt_epi32(_mm512_xor_si512(a, wv[b])));
       }
     }
     asm volatile("" : : : "memory");
   }
   __m512i s = acc[0];
-  for (int i = 1; i < 16; ++i) s = _mm512_add_epi64(s, acc[i]);
-  volatile long long sink = _mm512_reduce_add_epi64(s);
+  for (int i = 1; i < 16; ++i) s = _mm512_add_epi32(s, acc[i]);
+  volatile int sink = _mm512_reduce_add_epi32(s);
   (void)sink;
   return double(iters) * 16 * 16 * 512;
 }
 
-}  // namespace
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2")
-namespace {
-double peak_avx2(int64_t iters) {
-  alignas(64) u64 buf[512];
-  std::mt19937_64 rng(1);
-  for (auto& v : buf) v = rng();
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
-                                       3, 2, 3, 3, 4);
-  const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
-  __m256i acc64[8];
-  for (auto& v : acc64) v = zero;
-  for (int64_t it = 0; it < iters; ++it) {
-    __m256i acc8[8];
-    for (auto& v : acc8) v = zero;
-    for (int t = 0; t < 31; ++t) {  // tile_avx2<2, 2>: 2 pixels x 2 blocks x 2 ymm
-      const u64* w = buf + (t * 16 & 511);
-      __m256i wv[4];
-      for (int b = 0; b < 4; ++b) wv[b] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 4));
-      for (int p = 0; p < 2; ++p) {
-        const __m256i a = _mm256_set1_epi64x(static_cast<long long>(buf[(t * 7 + p + it) & 511]));
-        for (int b = 0; b < 4; ++b)
-          acc8[p * 4 + b] = _mm256_add_epi8(acc8[p * 4 + b], popcnt8_avx2(_mm256_xor_si256(a, wv[b]), lut, low4));
-      }
-    }
-    for (int i = 0; i < 8; ++i) acc64[i] = _mm256_add_epi64(acc64[i], _mm256_sad_epu8(acc8[i], zero));
-    asm volatile("" : : : "memory");
-  }
-  alignas(32) long long t[4];
-  __m256i s = acc64[0];
-  for (int i = 1; i < 8; ++i) s = _mm256_add_epi64(s, acc64[i]);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), s);
-  volatile long long sink = t[0] + t[1] + t[2] + t[3];
-  (void)sink;
-  return double(iters) * 31 * 8 * 256;
-}
 }  // namespace
 #pragma GCC pop_options
 #endif  // NASBNN_X86
@@ -645,21 +730,21 @@ double peak_avx2(int64_t iters) {
 namespace {
 
 double peak_scalar(int64_t iters) {
-  u64 buf[512];
-  std::mt19937_64 rng(1);
+  u32 buf[1024];
+  std::mt19937 rng(1);
   for (auto& v : buf) v = rng();
-  int64_t acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int32_t acc[16] = {0};
   for (int64_t it = 0; it < iters; ++it) {
     for (int t = 0; t < 64; ++t) {
-      const u64 a = buf[(t * 5 + it) & 511];
-      const u64* w = buf + t * 8;
-      for (int l = 0; l < 8; ++l) acc[l] += __builtin_popcountll(a ^ w[l]);
+      const u32 a = buf[(t * 5 + it) & 1023];
+      const u32* w = buf + t * 16;
+      for (int l = 0; l < 16; ++l) acc[l] += __builtin_popcount(a ^ w[l]);
     }
     asm volatile("" : : : "memory");
   }
-  volatile int64_t sink = acc[0] + acc[1] + acc[2] + acc[3] + acc[4] + acc[5] + acc[6] + acc[7];
+  volatile int32_t sink = acc[0] + acc[15];
   (void)sink;
-  return double(iters) * 64 * 8 * 64;
+  return double(iters) * 64 * 16 * 32;
 }
 
 // ---------------------------------------------------------------- checks
@@ -677,7 +762,7 @@ const float* vec_ptr(const std::optional<at::Tensor>& t, at::Tensor& keep) {
 }
 
 // ---------------------------------------------------------------- ops
-// -> (sign plane, nonzero plane, any zero): int64 (N, Hp, Wp, G * Wg) each
+// -> (sign plane, nonzero plane, any zero): int32 (N, Hp, Wp, G * Wg) each
 std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, const std::optional<at::Tensor>& threshold,
                                                           int64_t groups, int64_t kernel, int64_t isa) {
   check_isa(isa);
@@ -688,50 +773,63 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
   const Geom g = make_geom(x.size(0), x.size(1), x.size(2), x.size(3), groups, kernel, 1, groups);
   check_float_vec(threshold, g.C, "threshold");
   at::Tensor bk = threshold.has_value() ? threshold->contiguous() : at::zeros({g.C}, x.options());
-  auto opts = x.options().dtype(at::kLong);
+  auto opts = x.options().dtype(at::kInt);
   at::Tensor s = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   at::Tensor z = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   std::vector<uint8_t> row_zero(g.N * g.H, 0);
-  PackArgs a{g, x.data_ptr<float>(), bk.data_ptr<float>(), cl, reinterpret_cast<u64*>(s.data_ptr<int64_t>()),
-             reinterpret_cast<u64*>(z.data_ptr<int64_t>()), row_zero.data()};
-  if (g.pad > 0) {  // the padding ring only: the image area is written below
-    const int64_t GW = g.GW();
-    at::parallel_for(0, g.N * g.Hp, 64, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t hp = r % g.Hp;
-        u64* rs = a.s + r * g.Wp * GW;
-        u64* rz = a.z + r * g.Wp * GW;
-        if (hp < g.pad || hp >= g.pad + g.H) {
-          std::memset(rs, 0, sizeof(u64) * g.Wp * GW);
-          std::memset(rz, 0, sizeof(u64) * g.Wp * GW);
-        } else {
-          std::memset(rs, 0, sizeof(u64) * g.pad * GW);
-          std::memset(rz, 0, sizeof(u64) * g.pad * GW);
-          std::memset(rs + (g.pad + g.W) * GW, 0, sizeof(u64) * g.pad * GW);
-          std::memset(rz + (g.pad + g.W) * GW, 0, sizeof(u64) * g.pad * GW);
-        }
-      }
-    });
-  }
+  PackArgs a{g, x.data_ptr<float>(), bk.data_ptr<float>(), cl, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
+             reinterpret_cast<u32*>(z.data_ptr<int32_t>()), row_zero.data()};
+  const int64_t GW = g.GW();
+  const bool fast = isa == kAvx512;
+  std::vector<u32> pattern(GW);  // the nonzero plane of an inside pixel without zeros: all valid bits
+  for (int64_t gi = 0; gi < g.G; ++gi)
+    for (int64_t j = 0; j < g.Wg; ++j) pattern[gi * g.Wg + j] = low_mask(g.cpg - j * kBits);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, g.W * g.C));
-  at::parallel_for(0, g.N * g.H, grain, [&](int64_t b, int64_t e) {
-    std::vector<u64> ts, tz;
+  at::parallel_for(0, g.N * g.Hp, grain, [&](int64_t b, int64_t e) {
+    std::vector<u32> ts, tz;
     for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / g.Hp, hp = r % g.Hp;
+      u32* rs = a.s + r * g.Wp * GW;
+      u32* rz = a.z + r * g.Wp * GW;
+      if (hp < g.pad || hp >= g.pad + g.H) {  // a padding row
+        std::memset(rs, 0, sizeof(u32) * g.Wp * GW);
+        std::memset(rz, 0, sizeof(u32) * g.Wp * GW);
+        continue;
+      }
+      if (g.pad > 0) {  // the padding columns
+        std::memset(rs, 0, sizeof(u32) * g.pad * GW);
+        std::memset(rz, 0, sizeof(u32) * g.pad * GW);
+        std::memset(rs + (g.pad + g.W) * GW, 0, sizeof(u32) * g.pad * GW);
+        std::memset(rz + (g.pad + g.W) * GW, 0, sizeof(u32) * g.pad * GW);
+      }
 #if NASBNN_X86
-      if (isa == kAvx512) {
-        pack_row_avx512(a, r / g.H, r % g.H);
+      if (fast) {
+        pack_signs_avx512(a, n, hp - g.pad);
+        u32* dz = rz + g.pad * GW;
+        for (int64_t w = 0; w < g.W; ++w, dz += GW)
+          for (int64_t i = 0; i < GW; ++i) dz[i] = pattern[i];
         continue;
       }
 #endif
-      pack_row_scalar(a, r / g.H, r % g.H, ts, tz);
+      pack_row_scalar(a, n, hp - g.pad, ts, tz);
     }
   });
   bool any_zero = false;
   for (auto v : row_zero) any_zero |= v != 0;
+#if NASBNN_X86
+  if (fast && any_zero) {  // a zero (or NaN) somewhere: both planes exactly, with compares
+    std::fill(row_zero.begin(), row_zero.end(), 0);
+    at::parallel_for(0, g.N * g.H, grain, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) pack_row_exact_avx512(a, r / g.H, r % g.H);
+    });
+    any_zero = false;
+    for (auto v : row_zero) any_zero |= v != 0;
+  }
+#endif
   return {s, z, any_zero};
 }
 
-// weights: bool / uint8 (cout, cpg, K, K), nonzero = negative weight -> words int64 (G, OB, K*K, Wg, 8)
+// weights: bool / uint8 (cout, cpg, K, K), nonzero = negative weight -> words int32 (G, OB, K*K, Wg, 16)
 at::Tensor pack_weights(const at::Tensor& negative, int64_t groups) {
   TORCH_CHECK(negative.device().is_cpu() && (negative.scalar_type() == at::kBool || negative.scalar_type() == at::kByte) &&
                   negative.dim() == 4 && negative.size(2) == negative.size(3),
@@ -743,13 +841,14 @@ at::Tensor pack_weights(const at::Tensor& negative, int64_t groups) {
   const Geom g = make_geom(1, cpg * groups, 1, 1, groups, K, 1, cout);
   const at::Tensor nb = negative.to(at::kByte).contiguous();
   const uint8_t* src = nb.data_ptr<uint8_t>();
-  at::Tensor words = at::zeros({g.G, g.OB, g.kk, g.Wg, 8}, nb.options().dtype(at::kLong));
-  u64* wp = reinterpret_cast<u64*>(words.data_ptr<int64_t>());
+  at::Tensor words = at::zeros({g.G, g.OB, g.kk, g.Wg, kLanes}, nb.options().dtype(at::kInt));
+  u32* wp = reinterpret_cast<u32*>(words.data_ptr<int32_t>());
   for (int64_t o = 0; o < cout; ++o) {
-    const int64_t gi = o / g.opg, ob = (o % g.opg) / 8, l = (o % g.opg) % 8;
+    const int64_t gi = o / g.opg, ob = (o % g.opg) / kLanes, l = (o % g.opg) % kLanes;
     for (int64_t c = 0; c < cpg; ++c)
       for (int64_t kp = 0; kp < g.kk; ++kp)
-        if (src[(o * cpg + c) * g.kk + kp]) wp[(((gi * g.OB + ob) * g.kk + kp) * g.Wg + c / 64) * 8 + l] |= u64(1) << (c % 64);
+        if (src[(o * cpg + c) * g.kk + kp])
+          wp[(((gi * g.OB + ob) * g.kk + kp) * g.Wg + c / kBits) * kLanes + l] |= u32(1) << (c % kBits);
   }
   return words;
 }
@@ -759,9 +858,9 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
                        const std::optional<at::Tensor>& shift, int64_t groups, int64_t kernel, int64_t stride,
                        bool out_channels_last, int64_t isa) {
   check_isa(isa);
-  TORCH_CHECK(s.scalar_type() == at::kLong && s.dim() == 4 && s.is_contiguous() && z.sizes() == s.sizes() &&
-                  z.scalar_type() == at::kLong && z.is_contiguous(),
-              "nasbnn bitconv: packed activations must be two contiguous int64 (N, Hp, Wp, words) tensors");
+  TORCH_CHECK(s.scalar_type() == at::kInt && s.dim() == 4 && s.is_contiguous() && z.sizes() == s.sizes() &&
+                  z.scalar_type() == at::kInt && z.is_contiguous(),
+              "nasbnn bitconv: packed activations must be two contiguous int32 (N, Hp, Wp, words) tensors");
   TORCH_CHECK(alpha.device().is_cpu() && alpha.scalar_type() == at::kFloat && alpha.dim() == 1,
               "nasbnn bitconv: alpha must be a float32 CPU tensor (out_channels,), got ", alpha.scalar_type(), " ",
               alpha.sizes());
@@ -770,9 +869,9 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
                            alpha.size(0));
   TORCH_CHECK(s.size(3) == g.GW(), "nasbnn bitconv: packed activations have ", s.size(3), " words per pixel, expected ",
               g.GW(), " for in_channels ", in_channels, " groups ", groups);
-  TORCH_CHECK(wbits.device().is_cpu() && wbits.scalar_type() == at::kLong && wbits.is_contiguous() &&
-                  wbits.numel() == g.G * g.OB * g.kk * g.Wg * 8,
-              "nasbnn bitconv: wbits must be contiguous int64 with ", g.G * g.OB * g.kk * g.Wg * 8, " words, got ",
+  TORCH_CHECK(wbits.device().is_cpu() && wbits.scalar_type() == at::kInt && wbits.is_contiguous() &&
+                  wbits.numel() == g.G * g.OB * g.kk * g.Wg * kLanes,
+              "nasbnn bitconv: wbits must be contiguous int32 with ", g.G * g.OB * g.kk * g.Wg * kLanes, " words, got ",
               wbits.scalar_type(), " ", wbits.sizes());
   check_float_vec(scale, g.cout, "scale");
   check_float_vec(shift, g.cout, "shift");
@@ -784,9 +883,9 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
                        : at::empty({g.N, g.cout, g.Ho, g.Wo}, opts);
   ConvCtx c;
   c.g = g;
-  c.act = reinterpret_cast<const u64*>(s.data_ptr<int64_t>());
-  c.nz = reinterpret_cast<const u64*>(z.data_ptr<int64_t>());
-  c.wb = reinterpret_cast<const u64*>(wbits.data_ptr<int64_t>());
+  c.act = reinterpret_cast<const u32*>(s.data_ptr<int32_t>());
+  c.nz = reinterpret_cast<const u32*>(z.data_ptr<int32_t>());
+  c.wb = reinterpret_cast<const u32*>(wbits.data_ptr<int32_t>());
   c.alpha = alpha_c.data_ptr<float>();
   c.scale = vec_ptr(scale, scale_k);
   c.shift = vec_ptr(shift, shift_k);
@@ -801,8 +900,8 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
       for (int64_t j = 0; j < g.Wg; ++j) c.off[(ky * g.K + kx) * g.Wg + j] = (ky * g.Wp + kx) * g.GW() + j;
   // items: (group, tile, image, output row); consecutive items share a tile's weights
   const int64_t rows = g.N * g.Ho, items = g.G * c.ntiles * rows;
-  const int64_t cost = std::max<int64_t>(1, g.Wo * c.nb_base * 8 * g.kk * g.Wg);
-  const int64_t grain = std::max<int64_t>(1, 8192 / cost);
+  const int64_t cost = std::max<int64_t>(1, g.Wo * c.nb_base * kLanes * g.kk * g.Wg);
+  const int64_t grain = std::max<int64_t>(1, 16384 / cost);
   at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) {
     for (int64_t it = b; it < e; ++it) {
       const int64_t r = it % rows, gt = it / rows, gi = gt / c.ntiles, tile = gt % c.ntiles;
