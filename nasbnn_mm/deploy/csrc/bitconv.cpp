@@ -141,7 +141,7 @@ inline int64_t packed_offset(const Geom& g, int64_t n, int64_t hp, int64_t wp) {
 struct PackArgs {
   Geom g;
   const float* x;
-  const float* b;
+  const float* b;     // the threshold (C values)
   bool channels_last;
   u32* s;             // sign plane
   u32* z;             // nonzero plane
@@ -507,34 +507,83 @@ inline bool any_special(__m512i acc) {
 // and NaN, which the special check catches: then pack_row_exact_avx512 redoes the row). Sets row_zero
 // to "special seen"; the caller fills the nonzero plane with the all-valid pattern when none was.
 void pack_signs_avx512(const PackArgs& a, int64_t n, int64_t h) {
-  const Geom& g = a.g;
+  const Geom g = a.g;  // locals: the mask-register stores below would otherwise make the compiler reload them
+  const float* const bp = a.b;
   __m512i spec = _mm512_setzero_si512(), spec2 = spec;
+  // special: x + b == 0 (either sign) or NaN. With the bits shifted left by one (sign dropped) as t:
+  // special <=> t - 1 >= 0xFF000000 unsigned (t = 0 wraps to 0xFFFFFFFF; +-inf stay below); max-tracked
+  const __m512i ione = _mm512_set1_epi32(1);
   if (a.channels_last) {
-    const __m512 one = _mm512_set1_ps(1.f);
-    const __m512i ione = _mm512_set1_epi32(1);
-    for (int64_t w = 0; w < g.W; ++w) {
-      const float* px = a.x + ((n * g.H + h) * g.W + w) * g.C;
-      u32* ds = a.s + packed_offset(g, n, h + g.pad, w + g.pad);
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        for (int64_t j = 0; j < g.Wg; ++j) {
-          const int64_t c0 = gi * g.cpg + j * kBits, nb = g.cpg - j * kBits;
-          __m512 ua, ub;
-          if (nb >= 32) {
-            ua = _mm512_add_ps(_mm512_loadu_ps(px + c0), _mm512_loadu_ps(a.b + c0));
-            ub = _mm512_add_ps(_mm512_loadu_ps(px + c0 + 16), _mm512_loadu_ps(a.b + c0 + 16));
-          } else {  // the group's last, partial word: lanes past it get 0 + 1 (sign bit 0, not special)
-            const __mmask16 ma = first_bits16(nb), mb = first_bits16(nb - 16);
-            ua = _mm512_add_ps(_mm512_maskz_loadu_ps(ma, px + c0), _mm512_mask_loadu_ps(one, ma, a.b + c0));
-            ub = _mm512_add_ps(_mm512_maskz_loadu_ps(mb, px + c0 + 16), _mm512_mask_loadu_ps(one, mb, a.b + c0 + 16));
-          }
+    const float* const xrow = a.x + (n * g.H + h) * g.W * g.C;
+    u32* const srow = a.s + packed_offset(g, n, h + g.pad, g.pad);
+    const int64_t GW = g.GW();
+    if (g.cpg % kBits == 0) {  // whole words only: the pixel's C channels are GW consecutive words
+      for (int64_t w = 0; w < g.W; ++w) {
+        const float* const px = xrow + w * g.C;
+        u32* const ds = srow + w * GW;
+        for (int64_t q = 0; q < GW; ++q) {
+          const __m512 ua = _mm512_add_ps(_mm512_loadu_ps(px + 32 * q), _mm512_loadu_ps(bp + 32 * q));
+          const __m512 ub = _mm512_add_ps(_mm512_loadu_ps(px + 32 * q + 16), _mm512_loadu_ps(bp + 32 * q + 16));
           const __m512i ia = _mm512_castps_si512(ua), ib = _mm512_castps_si512(ub);
-          _store_mask32(reinterpret_cast<__mmask32*>(ds + gi * g.Wg + j),
+          _store_mask32(reinterpret_cast<__mmask32*>(ds + q),
                         _mm512_kunpackw(_mm512_movepi32_mask(ib), _mm512_movepi32_mask(ia)));
-          // special: x + b == 0 (either sign) or NaN. With the bits shifted left by one (sign dropped)
-          // as t: special <=> t - 1 >= 0xFF000000 unsigned (t = 0 wraps to 0xFFFFFFFF; +-inf stay below)
           spec = _mm512_max_epu32(spec, _mm512_sub_epi32(_mm512_add_epi32(ia, ia), ione));
           spec2 = _mm512_max_epu32(spec2, _mm512_sub_epi32(_mm512_add_epi32(ib, ib), ione));
         }
+      }
+    } else if (g.cpg % 16 == 0) {  // whole 16-channel halves: each stored as one 16-bit half of a word
+      const int64_t halves = g.cpg / 16, odd = halves % 2;
+      for (int64_t w = 0; w < g.W; ++w) {
+        const float* px = xrow + w * g.C;
+        const float* bq = bp;
+        __mmask16* dh = reinterpret_cast<__mmask16*>(srow + w * GW);
+        for (int64_t gi = 0; gi < g.G; ++gi, dh += 2 * g.Wg) {
+          for (int64_t i = 0; i < halves; ++i, px += 16, bq += 16) {
+            const __m512i ia = _mm512_castps_si512(_mm512_add_ps(_mm512_loadu_ps(px), _mm512_loadu_ps(bq)));
+            _store_mask16(dh + i, _mm512_movepi32_mask(ia));
+            spec = _mm512_max_epu32(spec, _mm512_sub_epi32(_mm512_add_epi32(ia, ia), ione));
+          }
+          if (odd) dh[halves] = 0;
+        }
+      }
+    } else {  // a partial word ends each group (e.g. 24 channels): masked loads for the partial 16-channel half,
+              // lanes past the group get 0 + 1 (sign bit 0, not special)
+      __mmask16 m0[64], m1[64];
+      const int64_t wg = std::min<int64_t>(g.Wg, 64);
+      for (int64_t j = 0; j < wg; ++j) {
+        m0[j] = first_bits16(g.cpg - j * kBits);
+        m1[j] = first_bits16(g.cpg - j * kBits - 16);
+      }
+      const __m512 one = _mm512_set1_ps(1.f);
+      for (int64_t w = 0; w < g.W; ++w) {
+        const float* const px = xrow + w * g.C;
+        u32* const ds = srow + w * GW;
+        for (int64_t gi = 0; gi < g.G; ++gi)
+          for (int64_t j = 0; j < g.Wg; ++j) {
+            const int64_t c0 = gi * g.cpg + j * kBits;
+            const int64_t nb = g.cpg - j * kBits;  // channels in this word (>= 32: a whole word)
+            __m512 ua, ub;
+            if (nb >= 16) {  // 16-channel halves: whole ones unmasked, a partial one masked, an empty one skipped
+              ua = _mm512_add_ps(_mm512_loadu_ps(px + c0), _mm512_loadu_ps(bp + c0));
+            } else {
+              const __mmask16 ma = j < 64 ? m0[j] : first_bits16(nb);
+              ua = _mm512_add_ps(_mm512_maskz_loadu_ps(ma, px + c0), _mm512_mask_loadu_ps(one, ma, bp + c0));
+            }
+            if (nb >= 32) {
+              ub = _mm512_add_ps(_mm512_loadu_ps(px + c0 + 16), _mm512_loadu_ps(bp + c0 + 16));
+            } else if (nb > 16) {
+              const __mmask16 mb = j < 64 ? m1[j] : first_bits16(nb - 16);
+              ub = _mm512_add_ps(_mm512_maskz_loadu_ps(mb, px + c0 + 16), _mm512_mask_loadu_ps(one, mb, bp + c0 + 16));
+            } else {
+              ub = one;
+            }
+            const __m512i ia = _mm512_castps_si512(ua), ib = _mm512_castps_si512(ub);
+            _store_mask32(reinterpret_cast<__mmask32*>(ds + gi * g.Wg + j),
+                          _mm512_kunpackw(_mm512_movepi32_mask(ib), _mm512_movepi32_mask(ia)));
+            spec = _mm512_max_epu32(spec, _mm512_sub_epi32(_mm512_add_epi32(ia, ia), ione));
+            spec2 = _mm512_max_epu32(spec2, _mm512_sub_epi32(_mm512_add_epi32(ib, ib), ione));
+          }
+      }
     }
   } else {  // NCHW: 16 pixels of one channel per step; the sign bit shifted into place, no mask registers
     const int64_t plane = g.H * g.W, GW = g.GW();
@@ -772,12 +821,16 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
   TORCH_CHECK(x.is_contiguous() || cl, "nasbnn bitconv: x must be contiguous (NCHW) or channels_last (NHWC)");
   const Geom g = make_geom(x.size(0), x.size(1), x.size(2), x.size(3), groups, kernel, 1, groups);
   check_float_vec(threshold, g.C, "threshold");
-  at::Tensor bk = threshold.has_value() ? threshold->contiguous() : at::zeros({g.C}, x.options());
+  std::vector<float> bpad(g.C, 0.f);
+  if (threshold.has_value()) {
+    const at::Tensor bc = threshold->contiguous();
+    std::memcpy(bpad.data(), bc.data_ptr<float>(), sizeof(float) * g.C);
+  }
   auto opts = x.options().dtype(at::kInt);
   at::Tensor s = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   at::Tensor z = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   std::vector<uint8_t> row_zero(g.N * g.H, 0);
-  PackArgs a{g, x.data_ptr<float>(), bk.data_ptr<float>(), cl, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
+  PackArgs a{g, x.data_ptr<float>(), bpad.data(), cl, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
              reinterpret_cast<u32*>(z.data_ptr<int32_t>()), row_zero.data()};
   const int64_t GW = g.GW();
   const bool fast = isa == kAvx512;
