@@ -30,7 +30,7 @@
 //     (on AVX-512 one vpternlogd replaces the XOR: the same instruction count, plus one broadcast and
 //     one scalar popcount per pixel and step).
 // Vectorization is over output channels: an activation word (32 input channels) is broadcast and XORed
-// with the words of 16 output channels (one zmm); a register tile of P output pixels x NB blocks of 16
+// with the words of 16 output channels (one zmm); a register tile of 2 output pixels x NB <= 4 blocks of 16
 // channels accumulates 32-bit popcounts (AVX-512 VPOPCNTD; AVX2: pshufb nibble table into byte
 // counters, widened to 32 bits every 31 steps; scalar: __builtin_popcount). All paths compute the same
 // integers. 32-bit words (not 64) keep the epilogue at one zmm of 16 float outputs and waste fewer bits
@@ -647,8 +647,8 @@ __attribute__((always_inline)) inline void reduce_avx512(const u32* const (&ap)[
   }
 }
 
-// One output row of one channel tile (NB blocks of 16 channels): register tiles of P pixels, the row's
-// remainder in tiles of 4, 2, 1 (no pixel computed twice), each followed by its epilogue.
+// One output row of one channel tile (NB blocks of 16 channels): register tiles of 2 pixels (the last
+// one alone), each followed by its epilogue.
 template <int NB>
 struct RowAvx512 {
   const ConvCtx& c;
@@ -658,6 +658,7 @@ struct RowAvx512 {
   const int64_t* off;
   float* orow;
   const float *al, *sc, *sh;  // alpha / scale / shift of the tile's first channel (sc, sh may be null)
+  bool plain;                 // NHWC output without scale / shift
   __mmask16 mk[NB];
   int nl[NB];
 
@@ -681,6 +682,7 @@ struct RowAvx512 {
                              : ((n * g.cout + o_first) * g.Ho + oh) * g.Wo);
     pstride = c.out_cl ? g.cout : 1;
     cstride = c.out_cl ? 1 : g.Ho * g.Wo;
+    plain = c.out_cl && !sc && !sh;
   }
 
   template <int P>
@@ -700,6 +702,20 @@ struct RowAvx512 {
     else
       reduce_avx512<NB, P, false>(ap, zp, wblk, bstride, off, steps, acc, nzc);
     const __m512i kbase = _mm512_set1_epi32(static_cast<int>(g.kk * g.cpg));
+    if (plain) {  // NHWC output, alpha only: the common case, no per-block branches
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        float* const op = orow + (ow0 + p) * pstride;
+        const __m512i total = masked ? _mm512_set1_epi32(nzc[p]) : kbase;
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b) {
+          const __m512i v = _mm512_sub_epi32(total, _mm512_add_epi32(acc[p][b], acc[p][b]));
+          _mm512_mask_storeu_ps(op + kLanes * b, mk[b],
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_maskz_loadu_ps(mk[b], al + kLanes * b)));
+        }
+      }
+      return;
+    }
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
       float* const op = orow + (ow0 + p) * pstride;
@@ -721,27 +737,19 @@ struct RowAvx512 {
     }
   }
 
-  template <int P>
-  void run() {
-    const int64_t Wo = g.Wo;
+  void run() {  // pairs of pixels (a wider register tile measured no faster: loads are not the bottleneck)
     int64_t ow = 0;
-    for (; ow + P <= Wo; ow += P) tile<P>(ow);
-    if (P > 4)
-      for (; ow + 4 <= Wo; ow += 4) tile<4>(ow);
-    if (ow + 2 <= Wo) {
-      tile<2>(ow);
-      ow += 2;
-    }
-    if (ow < Wo) tile<1>(ow);
+    for (; ow + 2 <= g.Wo; ow += 2) tile<2>(ow);
+    if (ow < g.Wo) tile<1>(ow);
   }
 };
 
 void row_avx512(const ConvCtx& c, int64_t gi, int64_t b0, int64_t b1, int64_t n, int64_t oh) {
-  switch (b1 - b0) {  // pixels per register tile: P * NB accumulators + NB weights + 2 of 32 zmm
-    case 1: RowAvx512<1>(c, gi, b0, n, oh).run<8>(); break;
-    case 2: RowAvx512<2>(c, gi, b0, n, oh).run<8>(); break;
-    case 3: RowAvx512<3>(c, gi, b0, n, oh).run<6>(); break;
-    default: RowAvx512<4>(c, gi, b0, n, oh).run<4>(); break;
+  switch (b1 - b0) {
+    case 1: RowAvx512<1>(c, gi, b0, n, oh).run(); break;
+    case 2: RowAvx512<2>(c, gi, b0, n, oh).run(); break;
+    case 3: RowAvx512<3>(c, gi, b0, n, oh).run(); break;
+    default: RowAvx512<4>(c, gi, b0, n, oh).run(); break;
   }
 }
 
