@@ -344,6 +344,8 @@ void tile_avx2(const ConvCtx& c, int64_t gi, int64_t ob, int64_t n, int64_t oh) 
   const Geom& g = c.g;
   const int64_t steps = g.kk * g.Wg, ih = oh * g.S;
   const u32* wblk = c.wb + (gi * g.OB + ob) * steps * kLanes;
+  const int64_t o0 = gi * g.opg + ob * kLanes;
+  const bool plain = c.out_cl && !c.scale && !c.shift && g.opg - ob * kLanes >= kLanes;
   for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += P) {
     int64_t base[P];
     for (int p = 0; p < P; ++p) base[p] = packed_offset(g, n, ih, std::min(ow0 + p, g.Wo - 1) * g.S) + gi * g.Wg;
@@ -358,6 +360,14 @@ void tile_avx2(const ConvCtx& c, int64_t gi, int64_t ob, int64_t n, int64_t oh) 
       const int64_t ow = ow0 + p;
       if (ow >= g.Wo) break;
       const __m256i total = _mm256_set1_epi32(masked ? nzc[p] : static_cast<int32_t>(g.kk * g.cpg));
+      if (plain) {  // NHWC, alpha only, a whole block: two ymm of 8 outputs
+        float* const op = c.out + ((n * g.Ho + oh) * g.Wo + ow) * g.cout + o0;
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = _mm256_sub_epi32(total, _mm256_slli_epi32(pop[p][h], 1));
+          _mm256_storeu_ps(op + 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(c.alpha + o0 + 8 * h)));
+        }
+        continue;
+      }
       alignas(32) int32_t v[16];
       for (int h = 0; h < 2; ++h)
         _mm256_store_si256(reinterpret_cast<__m256i*>(v + 8 * h),
@@ -365,6 +375,72 @@ void tile_avx2(const ConvCtx& c, int64_t gi, int64_t ob, int64_t n, int64_t oh) 
       store_scalar(c, n, oh, ow, gi, ob, v);
     }
   }
+}
+
+// The fast pass of packing on AVX2 (see pack_signs_avx512): sign plane from the float sign bits
+// (movemask), special values (x + b == 0 or NaN: an unordered-or-equal compare with 0) only detected
+void pack_signs_avx2(const PackArgs& a, int64_t n, int64_t h) {
+  const Geom g = a.g;
+  const float* const bp = a.b;
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 spec = zero;
+  bool spec_tail = false;
+  if (a.channels_last) {
+    const float* const xrow = a.x + (n * g.H + h) * g.W * g.C;
+    u32* const srow = a.s + packed_offset(g, n, h + g.pad, g.pad);
+    for (int64_t w = 0; w < g.W; ++w) {
+      const float* const px = xrow + w * g.C;
+      u32* const ds = srow + w * g.GW();
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int64_t j = 0; j < g.Wg; ++j) {
+          const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
+          u32 word = 0;
+          int64_t t = 0;
+          for (; t + 8 <= nb; t += 8) {
+            const __m256 u = _mm256_add_ps(_mm256_loadu_ps(px + c0 + t), _mm256_loadu_ps(bp + c0 + t));
+            word |= u32(_mm256_movemask_ps(u)) << t;
+            spec = _mm256_or_ps(spec, _mm256_cmp_ps(u, zero, _CMP_EQ_UQ));
+          }
+          for (; t < nb; ++t) {
+            const float u = px[c0 + t] + bp[c0 + t];
+            word |= u32(u < 0.f) << t;
+            spec_tail |= !(u != 0.f) || u != u;
+          }
+          ds[gi * g.Wg + j] = word;
+        }
+    }
+  } else {  // NCHW: 8 pixels of one channel per step, the sign bit shifted into place
+    const int64_t plane = g.H * g.W, GW = g.GW();
+    u32* const d0 = a.s + packed_offset(g, n, h + g.pad, g.pad);
+    alignas(32) u32 bs[8];
+    for (int64_t gi = 0; gi < g.G; ++gi)
+      for (int64_t j = 0; j < g.Wg; ++j) {
+        const int64_t c0 = gi * g.cpg + j * kBits, nb = std::min<int64_t>(kBits, g.cpg - j * kBits);
+        int64_t w0 = 0;
+        for (; w0 + 8 <= g.W; w0 += 8) {
+          __m256i sv = _mm256_setzero_si256();
+          for (int64_t t = 0; t < nb; ++t) {
+            const float* row = a.x + (n * g.C + c0 + t) * plane + h * g.W + w0;
+            const __m256 u = _mm256_add_ps(_mm256_loadu_ps(row), _mm256_set1_ps(bp[c0 + t]));
+            const __m256i bit = _mm256_srlv_epi32(_mm256_castps_si256(u), _mm256_set1_epi32(static_cast<int>(31 - t)));
+            sv = _mm256_or_si256(sv, _mm256_and_si256(bit, _mm256_set1_epi32(static_cast<int>(u32(1) << t))));
+            spec = _mm256_or_ps(spec, _mm256_cmp_ps(u, zero, _CMP_EQ_UQ));
+          }
+          _mm256_store_si256(reinterpret_cast<__m256i*>(bs), sv);
+          for (int64_t q = 0; q < 8; ++q) d0[(w0 + q) * GW + gi * g.Wg + j] = bs[q];
+        }
+        for (; w0 < g.W; ++w0) {  // the row's last pixels
+          u32 word = 0;
+          for (int64_t t = 0; t < nb; ++t) {
+            const float u = a.x[(n * g.C + c0 + t) * plane + h * g.W + w0] + bp[c0 + t];
+            word |= u32(u < 0.f) << t;
+            spec_tail |= !(u != 0.f) || u != u;
+          }
+          d0[w0 * GW + gi * g.Wg + j] = word;
+        }
+      }
+  }
+  a.row_zero[n * g.H + h] = spec_tail || _mm256_movemask_ps(spec) != 0;
 }
 
 void row_avx2(const ConvCtx& c, int64_t gi, int64_t b0, int64_t b1, int64_t n, int64_t oh) {
@@ -841,7 +917,7 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
   PackArgs a{g, x.data_ptr<float>(), bpad.data(), cl, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
              reinterpret_cast<u32*>(z.data_ptr<int32_t>()), row_zero.data()};
   const int64_t GW = g.GW();
-  const bool fast = isa == kAvx512;
+  const bool fast = isa == kAvx512 || isa == kAvx2;  // sign-only pass, nonzero plane filled unless a special value
   std::vector<u32> pattern(GW);  // the nonzero plane of an inside pixel without zeros: all valid bits
   for (int64_t gi = 0; gi < g.G; ++gi)
     for (int64_t j = 0; j < g.Wg; ++j) pattern[gi * g.Wg + j] = low_mask(g.cpg - j * kBits);
@@ -865,7 +941,10 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
       }
 #if NASBNN_X86
       if (fast) {
-        pack_signs_avx512(a, n, hp - g.pad);
+        if (isa == kAvx512)
+          pack_signs_avx512(a, n, hp - g.pad);
+        else
+          pack_signs_avx2(a, n, hp - g.pad);
         u32* dz = rz + g.pad * GW;
         for (int64_t w = 0; w < g.W; ++w, dz += GW)
           for (int64_t i = 0; i < GW; ++i) dz[i] = pattern[i];
@@ -881,7 +960,13 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
   if (fast && any_zero) {  // a zero (or NaN) somewhere: both planes exactly, with compares
     std::fill(row_zero.begin(), row_zero.end(), 0);
     at::parallel_for(0, g.N * g.H, grain, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) pack_row_exact_avx512(a, r / g.H, r % g.H);
+      std::vector<u32> ts, tz;
+      for (int64_t r = b; r < e; ++r) {
+        if (isa == kAvx512)
+          pack_row_exact_avx512(a, r / g.H, r % g.H);
+        else
+          pack_row_scalar(a, r / g.H, r % g.H, ts, tz);
+      }
     });
     any_zero = false;
     for (auto v : row_zero) any_zero |= v != 0;
