@@ -129,10 +129,35 @@ def test_exact_zeros_masked_path(case, isas):
     sign, alpha, x, b = _data(cin, cout, k, g, h, w, n, seed=7, zeros=True)
     ref = bc.reference_binary_conv(x, sign, alpha, g, s, b)
     ref0 = bc.reference_binary_conv(torch.zeros_like(x), sign, alpha, g, s, None)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     for isa in isas:
         kern = bc.BinaryConvKernel(sign, alpha, g, s, 'popcount', isa=isa)
-        assert torch.equal(kern(x, b), ref)
+        assert torch.equal(kern(x, b), ref) and torch.equal(kern(x_cl, b), ref)
         assert torch.equal(kern(torch.zeros_like(x)), ref0) and not ref0.any()
+
+
+@needs_native
+def test_negative_zero_and_nan(isas):
+    """-0.0 (x = -0.0 with b = -0.0 or none) is a zero like +0.0; NaN counts as +1 on every path (the
+    float reference gives NaN there: the kernels document NaN as not supported, but agree)."""
+    cin, cout, k, g, s, h, w, n = 72, 40, 3, 1, 1, 6, 17, 2
+    sign, alpha, x, b = _data(cin, cout, k, g, h, w, n, seed=9)
+    x[0, :, 2, 3] = -0.0
+    b_neg0 = b.clone()
+    b_neg0[::4] = -0.0
+    x[1, ::4] = -0.0  # -0.0 + -0.0 = -0.0: sign bit set, still a zero
+    for bb in (None, b_neg0):
+        ref = bc.reference_binary_conv(x, sign, alpha, g, s, bb)
+        for isa in isas:
+            for xin in (x, x.contiguous(memory_format=torch.channels_last)):
+                assert torch.equal(bc.BinaryConvKernel(sign, alpha, g, s, 'popcount', isa=isa)(xin, bb), ref)
+    xn = x.clone()
+    xn[1, 5, 1, 1] = float('nan')
+    xn[0, 7, 4, 16] = -float('nan')
+    ref = bc.reference_binary_conv(torch.nan_to_num(xn, nan=1e30), sign, alpha, g, s, b)
+    for isa in isas:
+        for xin in (xn, xn.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(bc.BinaryConvKernel(sign, alpha, g, s, 'popcount', isa=isa)(xin, b), ref)
 
 
 # ---------------------------------------------------------------------------- the PyTorch backends

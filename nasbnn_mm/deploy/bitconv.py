@@ -346,8 +346,8 @@ class BinaryConvKernel:
             folded BN scale). Defaults to None (off).
         shift (Tensor, optional): float32 (out,), a fused per-channel addend after scale. Defaults to None.
         out_layout (str): 'nhwc' (channels_last output, default) or 'nchw' (contiguous).
-        isa (str, optional): force the popcount path ('scalar', 'avx2', 'avx512'); default: the best
-            supported (or ``NASBNN_BITCONV_ISA``).
+        isa (str, optional): force the popcount path ('scalar', 'avx2', 'avx512'); default:
+            ``NASBNN_BITCONV_ISA`` if set, else the best this CPU supports. Resolved once, here.
 
     Attributes:
         in_channels, out_channels, kernel_size, groups, stride (int): the conv.
@@ -356,8 +356,12 @@ class BinaryConvKernel:
             the PyTorch backends that have been used (released by :meth:`release_backend_weights`).
 
     Call: ``kernel(x, threshold=None)`` with ``x`` float32 (N, in_channels, H, W) contiguous or
-    channels_last and ``threshold`` the RSign bias b (in_channels,) float32 or None (0: for an input
-    that is already ±1/0). Returns float32 (N, out_channels, Ho, Wo), Ho = ceil(H / stride).
+    channels_last (other strides are copied first) and ``threshold`` the RSign bias b (in_channels,)
+    float32 or None (0: for an input that is already ±1/0). Returns float32 (N, out_channels, Ho, Wo),
+    Ho = ceil(H / stride), in ``out_layout``. No autograd (inference only).
+
+    Thread safety: calls may run concurrently except with the 'bf16' / 'fp32' backends, which set
+    oneDNN's process-global fp32 math mode around their conv.
     """
 
     def __init__(self,

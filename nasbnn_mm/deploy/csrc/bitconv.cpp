@@ -13,8 +13,12 @@
 //
 // Packed activations: uint32 words, (N, Hp, Wp, G * Wg) with Hp = H + 2 pad, Wp = W + 2 pad, Wg =
 // ceil(cpg / 32) words per group and pixel; channel c of group g is bit (c % 32) of word g * Wg + c / 32.
-// The padding ring and the tail bits of a group's last word are 0 in both planes. Packing is one pass
-// over x (NCHW or NHWC float32) with the threshold add fused in; it reports whether any x + b == 0.
+// The padding ring and the tail bits of a group's last word are 0 in both planes. Packing reads x (NCHW
+// or NHWC float32) once with the threshold add fused in: on AVX-512 / AVX2 a fast pass takes the sign
+// plane from the float sign bits of x + b and only checks for special values (x + b == +-0 or NaN);
+// without any, the nonzero plane is the constant all-valid pattern (0 on the ring). With one, a second,
+// exact pass (compares) redoes both planes. It reports whether any x + b == 0. NaN counts as +1 (x + b
+// < 0 is false, != 0 is true) on every path; the float reference gives NaN there.
 //
 // Packed weights: uint32 words, (G, OB, K*K, Wg, 16): OB = ceil(opg / 16) blocks of 16 output channels
 // ("lanes") per group; word [g, ob, kpos, j, l] holds input channels j*32..j*32+31 of output channel
