@@ -64,7 +64,7 @@ def busy_processes():
     return [line[:100] for line in out.splitlines() if str(os.getpid()) not in line.split()[0]]
 
 
-def time_round_robin(fns, repeats):
+def time_round_robin(fns, repeats, clock=time.perf_counter):
     """{name: median seconds} of fns {name: callable}, interleaved (the order rotates every round)."""
     names = list(fns)
     for n in names:  # warm-up: weight preparation, oneDNN primitive creation
@@ -74,13 +74,13 @@ def time_round_robin(fns, repeats):
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[n]()
-            times[n].append(time.perf_counter() - t0)
+            times[n].append(clock() - t0)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def bench_layer(shape, threads, repeats, backends, check=True, seed=0):
+def bench_layer(shape, threads, repeats, backends, check=True, seed=0, clock=time.perf_counter):
     cin, cout, k, g, s, h, w = shape
     gen = torch.Generator().manual_seed(seed)
     neg = torch.rand(cout, cin // g, k, k, generator=gen) < 0.5
@@ -107,7 +107,7 @@ def bench_layer(shape, threads, repeats, backends, check=True, seed=0):
             assert torch.equal(kern(x, b), ref), be
     torch.set_num_threads(threads)
     with torch.no_grad():
-        med = time_round_robin(fns, repeats)
+        med = time_round_robin(fns, repeats, clock)
     return med
 
 
@@ -118,16 +118,23 @@ def main():
     p.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     p.add_argument('--repeats', type=int, default=15)
     p.add_argument('--backends', nargs='+', default=list(bc.TUNED_BACKENDS))
+    p.add_argument('--clock', choices=['wall', 'thread'], default='wall',
+                   help="'thread': the calling thread's CPU time (robust to other load on the machine, "
+                   'valid for 1 thread only)')
     p.add_argument('--json', default=None, help='write all numbers here')
     args = p.parse_args()
 
+    if args.clock == 'thread' and args.threads != [1]:
+        p.error("--clock thread measures one thread's CPU time: use it with --threads 1")
+    clock = time.perf_counter if args.clock == 'wall' else time.thread_time
     shapes = layer_shapes(args.presets, args.img_size)
     isa = bc.dispatch_path() if bc.bitconv_ops() is not None else None
     print(f'CPU: {bc.cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}; popcount path: {isa}')
     print(f'load average at start: {os.getloadavg()}; other heavy processes: {busy_processes() or "none seen"}')
     print(f'{len(shapes)} distinct binary conv shapes of {"+".join(args.presets)} at {args.img_size}px, batch 1; '
-          f'{args.repeats} interleaved timed calls per contender, medians')
-    result = {'cpu': bc.cpu_model(), 'torch': torch.__version__, 'isa': isa, 'load_start': os.getloadavg(),
+          f'{args.repeats} interleaved timed calls per contender, medians of {args.clock}-clock times')
+    result = {'cpu': bc.cpu_model(), 'torch': torch.__version__, 'isa': isa, 'clock': args.clock,
+              'load_start': os.getloadavg(),
               'peak': {}, 'layers': []}
 
     if isa is not None:
@@ -147,7 +154,7 @@ def main():
         speedups, pop_speedups = [], []
         for shape, users in shapes.items():
             cin, cout, k, g, s, h, w = shape
-            med = bench_layer(shape, t, args.repeats, args.backends, check=t == args.threads[0])
+            med = bench_layer(shape, t, args.repeats, args.backends, check=t == args.threads[0], clock=clock)
             base_name = min(('f32 nchw', 'f32 nhwc'), key=med.get)
             base = med[base_name]
             ours = {b: med[b] for b in args.backends if b in med}

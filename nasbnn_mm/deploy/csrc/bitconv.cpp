@@ -900,26 +900,25 @@ const float* vec_ptr(const std::optional<at::Tensor>& t, at::Tensor& keep) {
 
 // ---------------------------------------------------------------- ops
 // -> (sign plane, nonzero plane, any zero): int32 (N, Hp, Wp, G * Wg) each
-std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, const std::optional<at::Tensor>& threshold,
-                                                          int64_t groups, int64_t kernel, int64_t isa) {
-  check_isa(isa);
+Geom input_geom(const at::Tensor& x, int64_t groups, int64_t kernel, int64_t stride, int64_t cout, bool& cl) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 4,
               "nasbnn bitconv: x must be a float32 CPU tensor (N, C, H, W), got ", x.scalar_type(), " ", x.sizes());
-  const bool cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  cl = !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(x.is_contiguous() || cl, "nasbnn bitconv: x must be contiguous (NCHW) or channels_last (NHWC)");
-  const Geom g = make_geom(x.size(0), x.size(1), x.size(2), x.size(3), groups, kernel, 1, groups);
+  return make_geom(x.size(0), x.size(1), x.size(2), x.size(3), groups, kernel, stride, cout);
+}
+
+// Packs x into the planes s and z (N * Hp * Wp * G * Wg words each); returns whether some x + b == 0.
+bool pack_into(const at::Tensor& x, bool cl, const std::optional<at::Tensor>& threshold, const Geom& g, int64_t isa,
+               u32* s_out, u32* z_out) {
   check_float_vec(threshold, g.C, "threshold");
   std::vector<float> bpad(g.C, 0.f);
   if (threshold.has_value()) {
     const at::Tensor bc = threshold->contiguous();
     std::memcpy(bpad.data(), bc.data_ptr<float>(), sizeof(float) * g.C);
   }
-  auto opts = x.options().dtype(at::kInt);
-  at::Tensor s = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
-  at::Tensor z = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   std::vector<uint8_t> row_zero(g.N * g.H, 0);
-  PackArgs a{g, x.data_ptr<float>(), bpad.data(), cl, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
-             reinterpret_cast<u32*>(z.data_ptr<int32_t>()), row_zero.data()};
+  PackArgs a{g, x.data_ptr<float>(), bpad.data(), cl, s_out, z_out, row_zero.data()};
   const int64_t GW = g.GW();
   const bool fast = isa == kAvx512 || isa == kAvx2;  // sign-only pass, nonzero plane filled unless a special value
   std::vector<u32> pattern(GW);  // the nonzero plane of an inside pixel without zeros: all valid bits
@@ -976,6 +975,20 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
     for (auto v : row_zero) any_zero |= v != 0;
   }
 #endif
+  return any_zero;
+}
+
+// -> (sign plane, nonzero plane, any zero): int32 (N, Hp, Wp, G * Wg) each
+std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, const std::optional<at::Tensor>& threshold,
+                                                          int64_t groups, int64_t kernel, int64_t isa) {
+  check_isa(isa);
+  bool cl;
+  const Geom g = input_geom(x, groups, kernel, 1, groups, cl);
+  auto opts = x.options().dtype(at::kInt);
+  at::Tensor s = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
+  at::Tensor z = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
+  const bool any_zero = pack_into(x, cl, threshold, g, isa, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
+                                  reinterpret_cast<u32*>(z.data_ptr<int32_t>()));
   return {s, z, any_zero};
 }
 
@@ -1003,22 +1016,8 @@ at::Tensor pack_weights(const at::Tensor& negative, int64_t groups) {
   return words;
 }
 
-at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, int64_t in_channels, const at::Tensor& wbits,
-                       const at::Tensor& alpha, const std::optional<at::Tensor>& scale,
-                       const std::optional<at::Tensor>& shift, int64_t groups, int64_t kernel, int64_t stride,
-                       bool out_channels_last, int64_t isa) {
-  check_isa(isa);
-  TORCH_CHECK(s.scalar_type() == at::kInt && s.dim() == 4 && s.is_contiguous() && z.sizes() == s.sizes() &&
-                  z.scalar_type() == at::kInt && z.is_contiguous(),
-              "nasbnn bitconv: packed activations must be two contiguous int32 (N, Hp, Wp, words) tensors");
-  TORCH_CHECK(alpha.device().is_cpu() && alpha.scalar_type() == at::kFloat && alpha.dim() == 1,
-              "nasbnn bitconv: alpha must be a float32 CPU tensor (out_channels,), got ", alpha.scalar_type(), " ",
-              alpha.sizes());
-  const int64_t pad = kernel / 2;
-  const Geom g = make_geom(s.size(0), in_channels, s.size(1) - 2 * pad, s.size(2) - 2 * pad, groups, kernel, stride,
-                           alpha.size(0));
-  TORCH_CHECK(s.size(3) == g.GW(), "nasbnn bitconv: packed activations have ", s.size(3), " words per pixel, expected ",
-              g.GW(), " for in_channels ", in_channels, " groups ", groups);
+void check_conv_args(const Geom& g, const at::Tensor& wbits, const at::Tensor& alpha, const std::optional<at::Tensor>& scale,
+                     const std::optional<at::Tensor>& shift) {
   TORCH_CHECK(wbits.device().is_cpu() && wbits.scalar_type() == at::kInt && wbits.is_contiguous() &&
                   wbits.numel() == g.G * g.OB * g.kk * g.Wg * kLanes,
               "nasbnn bitconv: wbits must be contiguous int32 with ", g.G * g.OB * g.kk * g.Wg * kLanes, " words, got ",
@@ -1026,6 +1025,17 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
   check_float_vec(scale, g.cout, "scale");
   check_float_vec(shift, g.cout, "shift");
   TORCH_CHECK(g.Ho >= 1 && g.Wo >= 1, "nasbnn bitconv: empty output");
+}
+
+void check_alpha(const at::Tensor& alpha) {
+  TORCH_CHECK(alpha.device().is_cpu() && alpha.scalar_type() == at::kFloat && alpha.dim() == 1,
+              "nasbnn bitconv: alpha must be a float32 CPU tensor (out_channels,), got ", alpha.scalar_type(), " ",
+              alpha.sizes());
+}
+
+at::Tensor conv_impl(const Geom& g, const u32* s, const u32* z, bool any_zero, const at::Tensor& wbits,
+                     const at::Tensor& alpha, const std::optional<at::Tensor>& scale,
+                     const std::optional<at::Tensor>& shift, bool out_channels_last, int64_t isa) {
   at::Tensor alpha_c = alpha.contiguous(), scale_k, shift_k;
   auto opts = alpha.options();
   at::Tensor out = out_channels_last
@@ -1033,8 +1043,8 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
                        : at::empty({g.N, g.cout, g.Ho, g.Wo}, opts);
   ConvCtx c;
   c.g = g;
-  c.act = reinterpret_cast<const u32*>(s.data_ptr<int32_t>());
-  c.nz = reinterpret_cast<const u32*>(z.data_ptr<int32_t>());
+  c.act = s;
+  c.nz = z;
   c.wb = reinterpret_cast<const u32*>(wbits.data_ptr<int32_t>());
   c.alpha = alpha_c.data_ptr<float>();
   c.scale = vec_ptr(scale, scale_k);
@@ -1073,12 +1083,42 @@ at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, 
   return out;
 }
 
+at::Tensor conv_packed(const at::Tensor& s, const at::Tensor& z, bool any_zero, int64_t in_channels, const at::Tensor& wbits,
+                       const at::Tensor& alpha, const std::optional<at::Tensor>& scale,
+                       const std::optional<at::Tensor>& shift, int64_t groups, int64_t kernel, int64_t stride,
+                       bool out_channels_last, int64_t isa) {
+  check_isa(isa);
+  TORCH_CHECK(s.scalar_type() == at::kInt && s.dim() == 4 && s.is_contiguous() && z.sizes() == s.sizes() &&
+                  z.scalar_type() == at::kInt && z.is_contiguous(),
+              "nasbnn bitconv: packed activations must be two contiguous int32 (N, Hp, Wp, words) tensors");
+  check_alpha(alpha);
+  const int64_t pad = kernel / 2;
+  const Geom g = make_geom(s.size(0), in_channels, s.size(1) - 2 * pad, s.size(2) - 2 * pad, groups, kernel, stride,
+                           alpha.size(0));
+  TORCH_CHECK(s.size(3) == g.GW(), "nasbnn bitconv: packed activations have ", s.size(3), " words per pixel, expected ",
+              g.GW(), " for in_channels ", in_channels, " groups ", groups);
+  check_conv_args(g, wbits, alpha, scale, shift);
+  return conv_impl(g, reinterpret_cast<const u32*>(s.data_ptr<int32_t>()), reinterpret_cast<const u32*>(z.data_ptr<int32_t>()),
+                   any_zero, wbits, alpha, scale, shift, out_channels_last, isa);
+}
+
+// pack + conv; the packed planes live in a per-thread workspace that is reused across calls (no
+// allocation, and usually still in cache)
 at::Tensor conv(const at::Tensor& x, const std::optional<at::Tensor>& threshold, const at::Tensor& wbits,
                 const at::Tensor& alpha, const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift,
                 int64_t groups, int64_t kernel, int64_t stride, bool out_channels_last, int64_t isa) {
-  auto [s, z, any_zero] = pack_activations(x, threshold, groups, kernel, isa);
-  return conv_packed(s, z, any_zero, x.size(1), wbits, alpha, scale, shift, groups, kernel, stride, out_channels_last,
-                     isa);
+  check_isa(isa);
+  check_alpha(alpha);
+  bool cl;
+  const Geom g = input_geom(x, groups, kernel, stride, alpha.size(0), cl);
+  check_conv_args(g, wbits, alpha, scale, shift);
+  thread_local std::vector<u32> workspace;
+  const size_t plane = static_cast<size_t>(g.N * g.Hp * g.Wp * g.GW());
+  if (workspace.size() < 2 * plane) workspace.resize(2 * plane);
+  u32* s = workspace.data();
+  u32* z = s + plane;
+  const bool any_zero = pack_into(x, cl, threshold, g, isa, s, z);
+  return conv_impl(g, s, z, any_zero, wbits, alpha, scale, shift, out_channels_last, isa);
 }
 
 // sign(x + b) (+ 1 when unsigned) as int8 / uint8 in channels_last: the input of the int8 backends
