@@ -200,12 +200,12 @@ def _negative_from_weight(sign_weight: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- reference
 def _check_x(x: torch.Tensor, cin: int) -> None:
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 4:
+    if not isinstance(x, torch.Tensor) or x.dtype is not torch.float32 or x.dim() != 4:
         what = f'{x.dtype} {tuple(x.shape)}' if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f'x: {what} not allowed (allowed: float32 (N, C, H, W))')
     if x.shape[1] != cin:
         raise ValueError(f'x: {x.shape[1]} channels not allowed (allowed: {cin}, the in_channels of this conv)')
-    if x.device.type != 'cpu':
+    if x.is_cuda or x.device.type != 'cpu':
         raise ValueError(f'x: device {x.device} not allowed (allowed: cpu)')
 
 
@@ -398,6 +398,8 @@ class BinaryConvKernel:
         # the popcount path, fixed at construction (isa argument, else NASBNN_BITCONV_ISA, else the best)
         self._isa_code = ISAS.index(dispatch_path(isa)) if bitconv_ops() is not None else None
         self._out_cl = out_layout == 'nhwc'
+        self._conv_op = bitconv_ops().conv.default if bitconv_ops() is not None else None
+        self._checked_threshold = None  # the last threshold tensor that passed the checks (skip re-checking it)
         self._fixed = backend
         applicable = available_backends(k, groups)
         if backend != 'auto' and backend not in applicable:
@@ -520,8 +522,11 @@ class BinaryConvKernel:
     def _popcount(self, x: torch.Tensor, threshold: Optional[torch.Tensor]) -> torch.Tensor:
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()
-        return bitconv_ops().conv(x, threshold, self._words, self.alpha, self.scale, self.shift, self.groups,
-                                  self.kernel_size, self.stride, self._out_cl, self._isa_code)
+        if self._conv_op is None:
+            raise RuntimeError('popcount backend: the native kernels are not available (allowed backends here: '
+                               f'{", ".join(available_backends(self.kernel_size, self.groups))})')
+        return self._conv_op(x, threshold, self._words, self.alpha, self.scale, self.shift, self.groups,
+                             self.kernel_size, self.stride, self._out_cl, self._isa_code)
 
     @staticmethod
     def _int8_signs(x: torch.Tensor, threshold: Optional[torch.Tensor], unsigned: bool) -> torch.Tensor:
@@ -612,8 +617,9 @@ class BinaryConvKernel:
 
     def __call__(self, x: torch.Tensor, threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_x(x, self.in_channels)
-        if threshold is not None:
+        if threshold is not None and threshold is not self._checked_threshold:
             threshold = _check_vec('threshold', threshold, self.in_channels)
+            self._checked_threshold = threshold
         backend = self._fixed if self._fixed != 'auto' else self.resolve(x, threshold)
         self.backend = backend
         if backend == 'popcount':  # the fast path: one native call (no autograd graph: the op has none)
