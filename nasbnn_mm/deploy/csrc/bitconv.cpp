@@ -909,8 +909,9 @@ Geom input_geom(const at::Tensor& x, int64_t groups, int64_t kernel, int64_t str
 }
 
 // Packs x into the planes s and z (N * Hp * Wp * G * Wg words each); returns whether some x + b == 0.
+// Without full_z, a 1x1 conv's nonzero plane is left unwritten unless a zero occurred (then it is exact).
 bool pack_into(const at::Tensor& x, bool cl, const std::optional<at::Tensor>& threshold, const Geom& g, int64_t isa,
-               u32* s_out, u32* z_out) {
+               u32* s_out, u32* z_out, bool full_z) {
   check_float_vec(threshold, g.C, "threshold");
   std::vector<float> bpad(g.C, 0.f);
   if (threshold.has_value()) {
@@ -948,9 +949,11 @@ bool pack_into(const at::Tensor& x, bool cl, const std::optional<at::Tensor>& th
           pack_signs_avx512(a, n, hp - g.pad);
         else
           pack_signs_avx2(a, n, hp - g.pad);
-        u32* dz = rz + g.pad * GW;
-        for (int64_t w = 0; w < g.W; ++w, dz += GW)
-          for (int64_t i = 0; i < GW; ++i) dz[i] = pattern[i];
+        if (g.pad > 0 || full_z) {  // (a 1x1 conv has no border tiles: without a zero it never reads this plane)
+          u32* dz = rz + g.pad * GW;
+          for (int64_t w = 0; w < g.W; ++w, dz += GW)
+            for (int64_t i = 0; i < GW; ++i) dz[i] = pattern[i];
+        }
         continue;
       }
 #endif
@@ -988,7 +991,7 @@ std::tuple<at::Tensor, at::Tensor, bool> pack_activations(const at::Tensor& x, c
   at::Tensor s = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   at::Tensor z = at::empty({g.N, g.Hp, g.Wp, g.GW()}, opts);
   const bool any_zero = pack_into(x, cl, threshold, g, isa, reinterpret_cast<u32*>(s.data_ptr<int32_t>()),
-                                  reinterpret_cast<u32*>(z.data_ptr<int32_t>()));
+                                  reinterpret_cast<u32*>(z.data_ptr<int32_t>()), true);
   return {s, z, any_zero};
 }
 
@@ -1117,7 +1120,7 @@ at::Tensor conv(const at::Tensor& x, const std::optional<at::Tensor>& threshold,
   if (workspace.size() < 2 * plane) workspace.resize(2 * plane);
   u32* s = workspace.data();
   u32* z = s + plane;
-  const bool any_zero = pack_into(x, cl, threshold, g, isa, s, z);
+  const bool any_zero = pack_into(x, cl, threshold, g, isa, s, z, false);
   return conv_impl(g, s, z, any_zero, wbits, alpha, scale, shift, out_channels_last, isa);
 }
 
