@@ -353,3 +353,18 @@ def test_bad_input_messages(isas):
     # odd strides of x are fine (copied), the output still exact
     xs = torch.randn(1, 48, 10, 10)[:, :, ::2, ::2]
     assert torch.equal(kern(xs, b), bc.reference_binary_conv(xs, sign, alpha, 2, 1, b))
+
+
+def test_deploy_imports_without_the_training_stack():
+    """nasbnn_mm.deploy needs torch only: importable with nasbnn_mm as a bare namespace (as the benchmark
+    does), without pulling in mmengine / mmpretrain / mmdet."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import sys, types; pkg = types.ModuleType("nasbnn_mm"); pkg.__path__ = [sys.argv[1] + "/nasbnn_mm"]; '
+            'sys.modules["nasbnn_mm"] = pkg; import nasbnn_mm.deploy, nasbnn_mm.space; '
+            'bad = [m for m in ("mmengine", "mmpretrain", "mmdet", "mmcv") if m in sys.modules]; '
+            'assert not bad, bad; print("ok")')
+    out = subprocess.run([sys.executable, '-c', code, root], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, 'NASBNN_BITCONV_NATIVE': '0'})
+    assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-2000:]
