@@ -148,7 +148,8 @@ def main():
     for t in args.threads:
         print(f'\n== {t} thread(s) ==')
         hdr = (f'{"layer (in>out kxk g s @in)":34s} {"used by":9s} {"f32 base":>9s} ' +
-               ' '.join(f'{b:>9s}' for b in args.backends) + f' {"best":>9s} {"speedup":>7s} {"pop GOPS":>8s} {"%peak":>5s}')
+               ' '.join(f'{b:>9s}' for b in args.backends) +
+               f' {"best":>9s} {"speedup":>7s} {"pop GOPS":>8s} {"%peak":>5s}')
         print(hdr)
         print('-' * len(hdr))
         speedups, pop_speedups = [], []

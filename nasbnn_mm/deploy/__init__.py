@@ -8,8 +8,8 @@ kernel or an exact PyTorch / oneDNN backend, chosen per layer shape by timing (s
 Imports torch only: usable without mmengine / mmpretrain / mmdet.
 """
 from .bitconv import (BACKENDS, ISAS, BinaryConvKernel, autotune_cache_path, autotune_layer, available_backends,
-                      cpu_model, dispatch_path, pack_weight_words, popcount_peak, reference_binary_conv,
-                      supported_isas, unpack_weight_words)
+                      cpu_model, dispatch_path, pack_weight_words, popcount_peak, reference_binary_conv, supported_isas,
+                      unpack_weight_words)
 from .native import bitconv_ops
 
 __all__ = [

@@ -51,7 +51,7 @@ import platform
 import tempfile
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -71,8 +71,14 @@ ISAS = ('scalar', 'avx2', 'avx512')  # index = the native isa code
 LAYOUTS = ('nchw', 'nhwc')
 _ISA_ENV = 'NASBNN_BITCONV_ISA'
 # the weight copies (BinaryConvKernel._backend_weights keys) each backend uses besides the packed bits
-_BACKEND_WEIGHTS = {'popcount': (), 'int8': ('int8', 'int8_zp'), 'int8_mm': ('int8_mm', ), 'bf16': ('float', 'float_cl'),
-                    'fp32': ('float', 'float_cl'), 'reference': ('float', )}
+_BACKEND_WEIGHTS = {
+    'popcount': (),
+    'int8': ('int8', 'int8_zp'),
+    'int8_mm': ('int8_mm', ),
+    'bf16': ('float', 'float_cl'),
+    'fp32': ('float', 'float_cl'),
+    'reference': ('float', )
+}
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -459,11 +465,14 @@ class BinaryConvKernel:
 
     def dispatch_path(self) -> Optional[str]:
         """The popcount kernel's ISA path ('avx512', 'avx2', 'scalar'), or None where popcount is unavailable."""
-        return ISAS[self._isa_code] if self._isa_code is not None and bitconv_ops() is not None else None
+        if self._isa_code is None or bitconv_ops() is None:
+            return None
+        return ISAS[self._isa_code]
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(in={self.in_channels}, out={self.out_channels}, k={self.kernel_size}, '
-                f'groups={self.groups}, stride={self.stride}, backend={self.backend!r}, out_layout={self.out_layout!r})')
+                f'groups={self.groups}, stride={self.stride}, backend={self.backend!r}, '
+                f'out_layout={self.out_layout!r})')
 
     # ------------------------------------------------------------------ backends
     def _float_weight(self) -> torch.Tensor:
