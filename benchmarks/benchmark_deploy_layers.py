@@ -187,7 +187,7 @@ def main():
                   f'({tb / to:.1f}x)')
         result[f'median_speedup_{t}'] = statistics.median(speedups)
     result['load_end'] = os.getloadavg()
-    print(f'\nload average at end: {result["load_end"]}')
+    print(f'\nload average at end: {result["load_end"]}; other heavy processes: {busy_processes() or "none seen"}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

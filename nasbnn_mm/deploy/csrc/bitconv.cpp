@@ -43,8 +43,9 @@
 // Output: float32 (N, cout, Ho, Wo), channels_last (NHWC in memory; what the next layer's packing reads
 // fastest) or contiguous NCHW. Ho = (H + 2 pad - K) / stride + 1.
 //
-// Threads: at::parallel_for over rows (group, channel tile, image, output row): weights of one tile
-// stay in L1 across consecutive rows; packing runs over input rows.
+// Threads: at::parallel_for over output rows (each thread: every channel tile over its rows, so a tile's
+// weights stay in L1 across them); with fewer rows than 2 per thread over (channel tile, row) items;
+// packing runs over input rows.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -1061,28 +1062,30 @@ at::Tensor conv_impl(const Geom& g, const u32* s, const u32* z, bool any_zero, c
   for (int64_t ky = 0; ky < g.K; ++ky)
     for (int64_t kx = 0; kx < g.K; ++kx)
       for (int64_t j = 0; j < g.Wg; ++j) c.off[(ky * g.K + kx) * g.Wg + j] = (ky * g.Wp + kx) * g.GW() + j;
-  // items: (group, tile, image, output row); consecutive items share a tile's weights
-  const int64_t rows = g.N * g.Ho, items = g.G * c.ntiles * rows;
-  const int64_t cost = std::max<int64_t>(1, g.Wo * c.nb_base * kLanes * g.kk * g.Wg);
-  const int64_t grain = std::max<int64_t>(1, 16384 / cost);
-  at::parallel_for(0, items, grain, [&](int64_t b, int64_t e) {
-    for (int64_t it = b; it < e; ++it) {
-      const int64_t r = it % rows, gt = it / rows, gi = gt / c.ntiles, tile = gt % c.ntiles;
-      const int64_t n = r / g.Ho, oh = r % g.Ho;
-      const int64_t b0 = tile * c.nb_base, b1 = std::min(g.OB, b0 + c.nb_base);
+  auto run_row = [&](int64_t gi, int64_t tile, int64_t r) {
+    const int64_t n = r / g.Ho, oh = r % g.Ho;
+    const int64_t b0 = tile * c.nb_base, b1 = std::min(g.OB, b0 + c.nb_base);
 #if NASBNN_X86
-      if (isa == kAvx512) {
-        row_avx512(c, gi, b0, b1, n, oh);
-        continue;
-      }
-      if (isa == kAvx2) {
-        row_avx2(c, gi, b0, b1, n, oh);
-        continue;
-      }
+    if (isa == kAvx512) return row_avx512(c, gi, b0, b1, n, oh);
+    if (isa == kAvx2) return row_avx2(c, gi, b0, b1, n, oh);
 #endif
-      row_scalar(c, gi, b0, b1, n, oh);
-    }
-  });
+    row_scalar(c, gi, b0, b1, n, oh);
+  };
+  const int64_t rows = g.N * g.Ho, tiles = g.G * c.ntiles;
+  const int64_t cost = std::max<int64_t>(1, g.Wo * tiles * c.nb_base * kLanes * g.kk * g.Wg);  // per row
+  if (rows >= 2 * at::get_num_threads()) {
+    // threads take whole output rows (no two threads write parts of the same output pixels: splitting
+    // the channels made the hardware prefetchers bounce the output lines between the cores); within
+    // a thread's rows each channel tile runs over all of them, so its weights stay in L1
+    at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / cost), [&](int64_t r0, int64_t r1) {
+      for (int64_t t = 0; t < tiles; ++t)
+        for (int64_t r = r0; r < r1; ++r) run_row(t / c.ntiles, t % c.ntiles, r);
+    });
+  } else {  // too few rows to share: (channel tile, row) items
+    at::parallel_for(0, tiles * rows, std::max<int64_t>(1, 65536 / (cost / tiles + 1)), [&](int64_t b, int64_t e) {
+      for (int64_t it = b; it < e; ++it) run_row((it / rows) / c.ntiles, (it / rows) % c.ntiles, it % rows);
+    });
+  }
   return out;
 }
 
