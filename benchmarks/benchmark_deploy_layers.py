@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -55,13 +54,32 @@ def layer_shapes(presets, img_size):
     return dict(sorted(shapes.items(), key=lambda kv: (kv[0][5], kv[0][0], kv[0][2], kv[0][1])))
 
 
-def busy_processes():
-    try:
-        out = subprocess.run(['pgrep', '-af', 'pip wheel|cc1plus|pytest|train.py'], capture_output=True, text=True,
-                             timeout=5).stdout
-    except Exception:
-        return []
-    return [line[:100] for line in out.splitlines() if str(os.getpid()) not in line.split()[0]]
+def cpu_snapshot():
+    """{pid: (cpu seconds so far, command)} of every other process (from /proc; empty where unavailable)."""
+    snap, me, tick = {}, os.getpid(), os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
+    for pid in os.listdir('/proc') if os.path.isdir('/proc') else []:
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                cmd = f.read().replace(b'\0', b' ').decode(errors='replace').strip()
+            snap[int(pid)] = ((int(fields[11]) + int(fields[12])) / tick, cmd[:90])
+        except (OSError, IndexError, ValueError):
+            continue
+    return snap
+
+
+def other_load(before, seconds):
+    """Other processes that used > 5 % of a CPU between the snapshot ``before`` and now: ['cmd (x% CPU)']."""
+    after = cpu_snapshot()
+    out = []
+    for pid, (t, cmd) in after.items():
+        used = t - before.get(pid, (0.0, ''))[0]
+        if used > 0.05 * seconds:
+            out.append(f'{cmd or pid} ({100 * used / seconds:.0f}% CPU)')
+    return out
 
 
 def time_round_robin(fns, repeats, clock=time.perf_counter):
@@ -130,7 +148,8 @@ def main():
     shapes = layer_shapes(args.presets, args.img_size)
     isa = bc.dispatch_path() if bc.bitconv_ops() is not None else None
     print(f'CPU: {bc.cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}; popcount path: {isa}')
-    print(f'load average at start: {os.getloadavg()}; other heavy processes: {busy_processes() or "none seen"}')
+    print(f'load average at start: {os.getloadavg()}')
+    t_start, snap = time.perf_counter(), cpu_snapshot()
     print(f'{len(shapes)} distinct binary conv shapes of {"+".join(args.presets)} at {args.img_size}px, batch 1; '
           f'{args.repeats} interleaved timed calls per contender, medians of {args.clock}-clock times')
     result = {'cpu': bc.cpu_model(), 'torch': torch.__version__, 'isa': isa, 'clock': args.clock,
@@ -187,7 +206,9 @@ def main():
                   f'({tb / to:.1f}x)')
         result[f'median_speedup_{t}'] = statistics.median(speedups)
     result['load_end'] = os.getloadavg()
-    print(f'\nload average at end: {result["load_end"]}; other heavy processes: {busy_processes() or "none seen"}')
+    result['other_processes'] = other_load(snap, time.perf_counter() - t_start)
+    print(f'\nload average at end: {result["load_end"]}; other processes using CPU during the run: '
+          f'{result["other_processes"] or "none"}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
