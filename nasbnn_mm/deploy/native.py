@@ -1,0 +1,73 @@
+"""Lazy build of the native 1-bit convolution kernels of ``csrc/bitconv.cpp`` (``torch.ops.nasbnn_bitconv``).
+
+Built on first use with torch's JIT extension builder (a C++20 compiler and ninja; ~30 s once, then
+cached under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), like
+:mod:`nasbnn_mm.ops.native`. One build runs everywhere: the AVX-512 / AVX2 code is compiled with
+function-level target attributes and chosen at run time. Where the build fails, or with
+``NASBNN_BITCONV_NATIVE=0`` (or ``NASBNN_NATIVE_OPS=0``), :func:`bitconv_ops` returns None and
+:mod:`nasbnn_mm.deploy.bitconv` uses its PyTorch backends only.
+
+This module imports torch only (no mmengine / mmpretrain / mmdet).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import warnings
+
+import torch
+
+__all__ = ['bitconv_ops', 'bitconv_enabled', 'SOURCE', 'EXTENSION_NAME']
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'bitconv.cpp')
+EXTENSION_NAME = 'nasbnn_bitconv'
+# -ffp-contract=off: the epilogue's acc * alpha * scale + shift must not become an FMA (one rounding
+# per operation, as PyTorch's separate ops); the SIMD code is enabled per function, not here
+_CFLAGS = ['-O3', '-std=c++20', '-fopenmp', '-ffp-contract=off']
+_lock = threading.Lock()
+_state = {'loaded': None}  # None: not tried yet; False: unavailable; else the op namespace
+
+
+def _off(name: str) -> bool:
+    return os.environ.get(name, '1').strip().lower() in ('0', 'false', 'no', 'off')
+
+
+def bitconv_enabled() -> bool:
+    """Whether the native kernels may be used (``NASBNN_BITCONV_NATIVE=0`` or ``NASBNN_NATIVE_OPS=0``
+    turn them off)."""
+    return not (_off('NASBNN_BITCONV_NATIVE') or _off('NASBNN_NATIVE_OPS'))
+
+
+def _build():
+    bindir = os.path.dirname(sys.executable)  # a venv's ninja lives next to its python
+    if bindir not in os.environ.get('PATH', '').split(os.pathsep):
+        os.environ['PATH'] = bindir + os.pathsep + os.environ.get('PATH', '')
+    log = logging.getLogger('torch.utils.cpp_extension')
+    level = log.level
+    log.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines: not our concern
+    try:
+        from torch.utils import cpp_extension
+        cpp_extension.load(EXTENSION_NAME, [SOURCE], extra_cflags=_CFLAGS, extra_ldflags=['-fopenmp'],
+                           is_python_module=False, verbose=False)
+    finally:
+        log.setLevel(level)
+    return getattr(torch.ops, EXTENSION_NAME)
+
+
+def bitconv_ops():
+    """The op namespace ``torch.ops.nasbnn_bitconv``, or None where unavailable (no compiler, or
+    turned off)."""
+    if not bitconv_enabled():
+        return None
+    if _state['loaded'] is None:
+        with _lock:
+            if _state['loaded'] is None:
+                try:
+                    _state['loaded'] = _build()
+                except Exception as e:  # no compiler / ninja / headers: the PyTorch backends work
+                    warnings.warn(f'nasbnn_mm: native 1-bit conv kernels unavailable ({type(e).__name__}: '
+                                  f'{str(e).splitlines()[0] if str(e) else ""}); popcount backend disabled')
+                    _state['loaded'] = False
+    return _state['loaded'] or None
