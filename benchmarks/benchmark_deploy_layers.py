@@ -136,9 +136,12 @@ def main():
     p.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     p.add_argument('--repeats', type=int, default=15)
     p.add_argument('--backends', nargs='+', default=list(bc.TUNED_BACKENDS))
-    p.add_argument('--clock', choices=['wall', 'thread'], default='wall',
-                   help="'thread': the calling thread's CPU time (robust to other load on the machine, "
-                   'valid for 1 thread only)')
+    p.add_argument(
+        '--clock',
+        choices=['wall', 'thread'],
+        default='wall',
+        help="'thread': the calling thread's CPU time (robust to other load on the machine, "
+        'valid for 1 thread only)')
     p.add_argument('--json', default=None, help='write all numbers here')
     args = p.parse_args()
 
@@ -152,23 +155,29 @@ def main():
     t_start, snap = time.perf_counter(), cpu_snapshot()
     print(f'{len(shapes)} distinct binary conv shapes of {"+".join(args.presets)} at {args.img_size}px, batch 1; '
           f'{args.repeats} interleaved timed calls per contender, medians of {args.clock}-clock times')
-    result = {'cpu': bc.cpu_model(), 'torch': torch.__version__, 'isa': isa, 'clock': args.clock,
-              'load_start': os.getloadavg(),
-              'peak': {}, 'layers': []}
+    result = {
+        'cpu': bc.cpu_model(),
+        'torch': torch.__version__,
+        'isa': isa,
+        'clock': args.clock,
+        'load_start': os.getloadavg(),
+        'peak': {},
+        'layers': []
+    }
 
     if isa is not None:
         for t in args.threads:
             torch.set_num_threads(t)
             peaks = {i: bc.popcount_peak(i, seconds=0.3) for i in bc.supported_isas()}
             result['peak'][t] = peaks
-            print(f'popcount micro-benchmark, {t} thread(s): ' + ', '.join(
-                f'{i} {v / 1e9:,.0f} G binary MAC/s ({2 * v / 1e9:,.0f} GOPS)' for i, v in peaks.items()))
+            print(f'popcount micro-benchmark, {t} thread(s): ' +
+                  ', '.join(f'{i} {v / 1e9:,.0f} G binary MAC/s ({2 * v / 1e9:,.0f} GOPS)' for i, v in peaks.items()))
 
     for t in args.threads:
         print(f'\n== {t} thread(s) ==')
         hdr = (f'{"layer (in>out kxk g s @in)":34s} {"used by":9s} {"f32 base":>9s} ' +
-               ' '.join(f'{b:>9s}' for b in args.backends) +
-               f' {"best":>9s} {"speedup":>7s} {"pop GOPS":>8s} {"%peak":>5s}')
+               ' '.join(f'{b:>9s}'
+                        for b in args.backends) + f' {"best":>9s} {"speedup":>7s} {"pop GOPS":>8s} {"%peak":>5s}')
         print(hdr)
         print('-' * len(hdr))
         speedups, pop_speedups = [], []
@@ -192,9 +201,20 @@ def main():
             used = ','.join(f'{p}x{c}' for p, c in users.items())
             cells = ' '.join(f'{ours[b] * 1e3:9.3f}' if b in ours else f'{"-":>9s}' for b in args.backends)
             print(f'{name:34s} {used:9s} {base * 1e3:9.3f} {cells} {best:>9s} {sp:6.1f}x {gops:8.0f} {pct:5.0f}')
-            result['layers'].append({'threads': t, 'shape': shape, 'used_by': users, 'macs': macs,
-                                     'median_ms': {n: v * 1e3 for n, v in med.items()}, 'baseline': base_name,
-                                     'best': best, 'speedup': sp, 'popcount_gops': gops})
+            result['layers'].append({
+                'threads': t,
+                'shape': shape,
+                'used_by': users,
+                'macs': macs,
+                'median_ms': {
+                    n: v * 1e3
+                    for n, v in med.items()
+                },
+                'baseline': base_name,
+                'best': best,
+                'speedup': sp,
+                'popcount_gops': gops
+            })
         print(f'median per-layer speed-up over float32, {t} thread(s): best exact backend '
               f'{statistics.median(speedups):.1f}x (min {min(speedups):.1f}x, max {max(speedups):.1f}x)' +
               (f'; popcount alone {statistics.median(pop_speedups):.1f}x' if pop_speedups else ''))

@@ -45,8 +45,12 @@ def _table1_cases(n: int, seed: int = 0):
         ins, widths, kernels, groups, stride = rng.choice(_STAGES)
         if rng.random() < 0.6:  # the k x k group conv: in = out
             c = rng.choice(ins + widths)
-            case = [c, c, rng.choice(kernels + (5, ) if rng.random() < 0.2 else kernels), rng.choice(groups),
-                    rng.choice((1, stride))]
+            case = [
+                c, c,
+                rng.choice(kernels + (5, ) if rng.random() < 0.2 else kernels),
+                rng.choice(groups),
+                rng.choice((1, stride))
+            ]
         else:  # the 1x1: in -> out, groups 1
             case = [rng.choice(ins + widths), rng.choice(widths), 1, 1, 1]
         cin, cout, k, g, _ = case
@@ -60,15 +64,15 @@ def _table1_cases(n: int, seed: int = 0):
 
 # a few cases picked on purpose: tails, 16 groups, everything on the border, stride 2 on odd maps
 _HAND = [
-    (24, 24, 3, 1, 1, 7, 7, 1),       # 24 channels: 40 unused bits per word
-    (130, 130, 5, 2, 2, 5, 5, 3),     # 65 per group: two words, the second 1 bit; 65 outputs: a 1-lane block
-    (768, 768, 3, 16, 1, 7, 7, 1),    # 48 per group, 16 groups
+    (24, 24, 3, 1, 1, 7, 7, 1),  # 24 channels: 40 unused bits per word
+    (130, 130, 5, 2, 2, 5, 5, 3),  # 65 per group: two words, the second 1 bit; 65 outputs: a 1-lane block
+    (768, 768, 3, 16, 1, 7, 7, 1),  # 48 per group, 16 groups
     (1536, 1536, 5, 16, 2, 3, 3, 1),  # 96 per group; 3x3 map, k 5: every pixel on the border
-    (384, 384, 5, 8, 2, 13, 15, 1),   # odd map, stride 2
-    (1536, 1536, 1, 1, 1, 2, 3, 3),   # 24 words per pixel
-    (200, 72, 1, 1, 2, 15, 13, 1),    # 1x1 stride 2, tails on both sides
-    (96, 96, 3, 4, 1, 1, 1, 3),       # 1x1 map: only the centre tap is inside
-    (40, 40, 1, 8, 1, 5, 5, 1),       # 5 channels per group, grouped 1x1
+    (384, 384, 5, 8, 2, 13, 15, 1),  # odd map, stride 2
+    (1536, 1536, 1, 1, 1, 2, 3, 3),  # 24 words per pixel
+    (200, 72, 1, 1, 2, 15, 13, 1),  # 1x1 stride 2, tails on both sides
+    (96, 96, 3, 4, 1, 1, 1, 3),  # 1x1 map: only the centre tap is inside
+    (40, 40, 1, 8, 1, 5, 5, 1),  # 5 channels per group, grouped 1x1
 ]
 CASES = _HAND + _table1_cases(28)
 
@@ -365,6 +369,11 @@ def test_deploy_imports_without_the_training_stack():
             'sys.modules["nasbnn_mm"] = pkg; import nasbnn_mm.deploy, nasbnn_mm.space; '
             'bad = [m for m in ("mmengine", "mmpretrain", "mmdet", "mmcv") if m in sys.modules]; '
             'assert not bad, bad; print("ok")')
-    out = subprocess.run([sys.executable, '-c', code, root], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, 'NASBNN_BITCONV_NATIVE': '0'})
+    out = subprocess.run([sys.executable, '-c', code, root],
+                         capture_output=True,
+                         text=True,
+                         timeout=120,
+                         env={
+                             **os.environ, 'NASBNN_BITCONV_NATIVE': '0'
+                         })
     assert out.returncode == 0 and out.stdout.strip().endswith('ok'), out.stderr[-2000:]

@@ -15,7 +15,18 @@ from nasbnn_mm.space import LayerChoice
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, 'nasbnn_mm')
 # space <- ops <- models <- engine, det <- apis (utils and registry sit below ops; space uses neither)
-LAYERS = {'space': 0, 'utils': 1, 'registry': 1, 'ops': 2, 'models': 3, 'datasets': 3, 'engine': 4, 'det': 4, 'apis': 5}
+LAYERS = {
+    'space': 0,
+    'utils': 1,
+    'registry': 1,
+    'ops': 2,
+    'models': 3,
+    'datasets': 3,
+    'engine': 4,
+    'det': 4,
+    'deploy': 4,
+    'apis': 5
+}
 
 
 def _imports(path):

@@ -59,6 +59,12 @@ def parse_args(argv=None):
         help='detector config (Faster R-CNN + FPN on NASBNNDetBackbone): print the backbone OPs at the '
         "detector's input size and the neck / head FLOPs (the config's architecture unless "
         'architectures are given)')
+    p.add_argument(
+        '--convention',
+        choices=['full', 'paper'],
+        default='full',
+        help="with --det-config: 'full' counts every layer at the input size; 'paper' is Table 3's "
+        '(320x320, stem MACs in full, binary backbone and FPN / 64, no RPN / RoI head)')
     return p.parse_args(argv)
 
 
@@ -94,18 +100,26 @@ def print_summary(name, rep):
 
 
 def print_detector(name, rep):
-    print(f'== {name}')
+    print(f'== {name}  ({rep["convention"]} convention)')
     print(f'   arch       {rep["arch"]}')
     h, w = rep['img_size']
     ph, pw = rep['padded_size']
     print(f'   input      {h}x{w} (padded {ph}x{pw})')
     print(f'   backbone   {fmt_m(rep["backbone_ops"])} OPs   (Int8OPs {fmt_m(rep["backbone_int8ops"])}, '
           f'BOPs {fmt_m(rep["backbone_bops"])})')
-    print(f'   neck       {fmt_m(rep["neck_flops"])} FLOPs (FPN)')
-    print(f'   rpn        {fmt_m(rep["rpn_flops"])} FLOPs')
+    neck = (f'{fmt_m(rep["neck_bops"])} BOPs (binary FPN) = {fmt_m(rep["neck_ops"])} OPs'
+            if rep['neck_binary'] else f'{fmt_m(rep["neck_flops"])} FLOPs (FPN)')
+    print(f'   neck       {neck}')
+    rpn = (f'{fmt_m(rep["rpn_bops"])} BOPs (binary 3x3) + {fmt_m(rep["rpn_flops"])} FLOPs (1x1) = '
+           f'{fmt_m(rep["rpn_ops"])} OPs' if rep['rpn_binary'] else f'{fmt_m(rep["rpn_flops"])} FLOPs')
+    print(f'   rpn        {rpn}')
     print(f'   roi head   {fmt_m(rep["roi_flops"])} FLOPs ({rep["proposals"]} proposals x '
           f'{fmt_m(rep["roi_flops_per_proposal"])})')
-    print(f'   total      {fmt_m(rep["ops"])} OPs   (backbone OPs + neck/head FLOPs)')
+    if rep['convention'] == 'paper':
+        print(f'   total      {fmt_m(rep["ops"])} OPs   (paper, Table 3: stem MACs + binary backbone and FPN / 64; '
+              'RPN and RoI head not counted)')
+    else:
+        print(f'   total      {fmt_m(rep["ops"])} OPs   (backbone OPs + neck + RPN + RoI head)')
 
 
 def main_detector(args):
@@ -118,10 +132,10 @@ def main_detector(args):
         cfg = Config.fromfile(args.det_config)
     except Exception as e:  # a syntax error or a missing _base_ in the user's config
         raise ArchitectureError(f'--det-config {args.det_config}: {type(e).__name__}: {str(e).splitlines()[0][:200]}')
-    size = args.img_size or detector_input_size(cfg)
+    size = None if args.convention == 'paper' else (args.img_size or detector_input_size(cfg))
     todo = [(a if len(a) < 20 else 'arch', a) for a in args.archs] or [(os.path.basename(args.det_config), None)]
     for name, arch in todo:
-        rep = detector_ops(cfg.model, size, arch)
+        rep = detector_ops(cfg.model, size, arch, args.convention)
         if args.json:
             print(json.dumps(dict(name=name, **rep)))
         else:

@@ -42,7 +42,6 @@ This module imports torch only (not mmengine / mmpretrain / mmdet), so that a de
 use it without the training stack.
 """
 from __future__ import annotations
-
 import contextlib
 import json
 import math
@@ -218,7 +217,7 @@ def _check_x(x: torch.Tensor, cin: int) -> None:
 def _check_vec(name: str, v: Optional[torch.Tensor], n: int) -> Optional[torch.Tensor]:
     if v is None:
         return None
-    if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 or tuple(v.shape) != (n,) or v.device.type != 'cpu':
+    if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 or tuple(v.shape) != (n, ) or v.device.type != 'cpu':
         what = f'{v.dtype} {tuple(v.shape)} on {v.device}' if isinstance(v, torch.Tensor) else type(v).__name__
         raise ValueError(f'{name}: {what} not allowed (allowed: float32 CPU tensor of shape ({n},))')
     return v.contiguous()
@@ -293,8 +292,8 @@ def cpu_model() -> str:
 
 def autotune_cache_path() -> str:
     """The autotune JSON file: ``NASBNN_BITCONV_CACHE`` if set, else ``~/.cache/nasbnn_mm/bitconv_autotune.json``."""
-    return os.environ.get('NASBNN_BITCONV_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'nasbnn_mm',
-                                                                  'bitconv_autotune.json')
+    return os.environ.get('NASBNN_BITCONV_CACHE') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'nasbnn_mm', 'bitconv_autotune.json')
 
 
 def _cache_load(path: str) -> Dict[str, dict]:
@@ -421,8 +420,13 @@ class BinaryConvKernel:
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_packed_bits(cls, bits: Union[np.ndarray, torch.Tensor, bytes], shape: Sequence[int], alpha: torch.Tensor,
-                         groups: int = 1, stride: int = 1, **kwargs) -> 'BinaryConvKernel':
+    def from_packed_bits(cls,
+                         bits: Union[np.ndarray, torch.Tensor, bytes],
+                         shape: Sequence[int],
+                         alpha: torch.Tensor,
+                         groups: int = 1,
+                         stride: int = 1,
+                         **kwargs) -> 'BinaryConvKernel':
         """From the bits of :mod:`nasbnn_mm.models.packed`: ``numpy.packbits`` (big bit order) of ``w > 0``
         over (out, in/groups, k, k) in C order, padded to a whole byte.
 
@@ -503,15 +507,15 @@ class BinaryConvKernel:
         if backend == 'int8':
             packed = self._backend_weights.get('int8')
             if packed is None:
-                w8 = (1 - 2 * unpack_weight_words(self._words, self.out_channels, self.in_channels // g, k).to(
-                    torch.int8))
+                w8 = (1 -
+                      2 * unpack_weight_words(self._words, self.out_channels, self.in_channels // g, k).to(torch.int8))
                 packed = self._backend_weights['int8'] = torch.ops.onednn.qconv_prepack(
                     w8, self.alpha, 1.0, 1, [st, st], [k // 2, k // 2], [1, 1], g, None)
                 self._backend_weights['int8_zp'] = torch.zeros(self.out_channels, dtype=torch.long)
             u = self._int8_signs(x, threshold, unsigned=True)
             out = torch.ops.onednn.qconv2d_pointwise(u, 1.0, 1, packed, self.alpha, self._backend_weights['int8_zp'],
-                                                     None, [st, st], [k // 2, k // 2], [1, 1], g, 1.0, 0,
-                                                     torch.float32, 'none', [], '')
+                                                     None, [st, st], [k // 2, k // 2], [1, 1], g, 1.0, 0, torch.float32,
+                                                     'none', [], '')
             return _to_layout(_affine(out, self.scale, self.shift), self.out_layout)
         if backend == 'int8_mm':
             wt = self._backend_weights.get('int8_mm')
@@ -558,8 +562,12 @@ class BinaryConvKernel:
                 f'{c}>{self.out_channels} k{self.kernel_size} g{self.groups} s{self.stride}|'
                 f'{n}x{h}x{w} {layout}>{self.out_layout}')
 
-    def tune(self, x: torch.Tensor, threshold: Optional[torch.Tensor] = None, repeats: int = 5,
-             backends: Optional[Iterable[str]] = None, cache: bool = True) -> dict:
+    def tune(self,
+             x: torch.Tensor,
+             threshold: Optional[torch.Tensor] = None,
+             repeats: int = 5,
+             backends: Optional[Iterable[str]] = None,
+             cache: bool = True) -> dict:
         """Time the applicable backends on ``x`` (interleaved, ``repeats`` rounds after one warm-up call
         each; median) and make the fastest this kernel's choice for x's shape.
 

@@ -10,7 +10,6 @@ function-level target attributes and chosen at run time. Where the build fails, 
 This module imports torch only (no mmengine / mmpretrain / mmdet).
 """
 from __future__ import annotations
-
 import logging
 import os
 import sys
@@ -49,8 +48,12 @@ def _build():
     log.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines: not our concern
     try:
         from torch.utils import cpp_extension
-        cpp_extension.load(EXTENSION_NAME, [SOURCE], extra_cflags=_CFLAGS, extra_ldflags=['-fopenmp'],
-                           is_python_module=False, verbose=False)
+        cpp_extension.load(
+            EXTENSION_NAME, [SOURCE],
+            extra_cflags=_CFLAGS,
+            extra_ldflags=['-fopenmp'],
+            is_python_module=False,
+            verbose=False)
     finally:
         log.setLevel(level)
     return getattr(torch.ops, EXTENSION_NAME)

@@ -1,4 +1,4 @@
-"""NAS-BNN for MMDetection: the detection backbone, its FPN channels and detection OPs.
+"""NAS-BNN for MMDetection: the detection backbone, the binary FPN and RPN, FPN channels and detection OPs.
 
 Detection configs import it: ``custom_imports=dict(imports=['nasbnn_mm.engine', 'nasbnn_mm.det'])``
 (it also registers the backbone in mmdet's registry as ``NASBNNDetBackbone``). Weight inheritance
@@ -6,8 +6,9 @@ Detection configs import it: ``custom_imports=dict(imports=['nasbnn_mm.engine', 
 """
 from ..models.inherit import InheritFromSupernet, inherited_backbone_state
 from .backbone import NASBNNDetBackbone, fpn_in_channels, resolve_backbone_arch, sync_neck_in_channels
+from .heads import BinaryFPN, BinaryRPNHead
 
 __all__ = [
-    'NASBNNDetBackbone', 'fpn_in_channels', 'resolve_backbone_arch', 'sync_neck_in_channels', 'InheritFromSupernet',
-    'inherited_backbone_state'
+    'NASBNNDetBackbone', 'BinaryFPN', 'BinaryRPNHead', 'fpn_in_channels', 'resolve_backbone_arch',
+    'sync_neck_in_channels', 'InheritFromSupernet', 'inherited_backbone_state'
 ]

@@ -17,7 +17,7 @@ from ..ops import (BINARY, DeployedBinaryConv2d, LSQConv2d, PackedFormatError, R
                    SlicedBatchNorm2d)
 from ..space import LayerChoice
 
-__all__ = ['Stem', 'SeparableBinaryLayer', 'shortcut']
+__all__ = ['Stem', 'SeparableBinaryLayer', 'BinaryConvUnit', 'shortcut']
 
 
 def shortcut(x: torch.Tensor, out_channels: int, stride: int) -> torch.Tensor:
@@ -211,3 +211,55 @@ class SeparableBinaryLayer(nn.Module):
         for name, child in self.named_children():
             setattr(layer, name, _named(name, child.to_deployed))
         return layer
+
+
+class BinaryConvUnit(nn.Module):
+    """One binary convolution with everything around it: RSign -> binary k x k conv (groups 1, may
+    stride) -> BN -> + shortcut -> RPReLU, the pieces and the order of a :class:`SeparableBinaryLayer`'s
+    halves. The binary detection neck and RPN are built from it (``nasbnn_mm.det``).
+
+    Args:
+        in_channels, out_channels: channels.
+        kernel: kernel size (odd); padding ``kernel // 2``.
+        stride: 1 or 2.
+        shortcut: add the weight-free shortcut of the backbone (2 x 2 average pooling when the
+            resolution halves, channels tiled when they grow, the first ones kept when they shrink).
+        wn_eps, wn_unbiased: the binary conv's weight normalization.
+        deployed: build the deployed form (±1 signs and alpha, folded BN); filled by ``to_deployed``.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel: int = 3,
+                 stride: int = 1,
+                 shortcut: bool = True,
+                 wn_eps: float = 1e-5,
+                 wn_unbiased: bool = False,
+                 deployed: bool = False):
+        super().__init__()
+        if kernel % 2 != 1 or stride not in (1, 2):
+            raise ValueError(f'BinaryConvUnit: kernel {kernel} / stride {stride} not allowed '
+                             '(allowed: an odd kernel, stride 1 or 2)')
+        self.in_channels, self.out_channels, self.kernel, self.stride = in_channels, out_channels, kernel, stride
+        self.use_shortcut = bool(shortcut)
+        self.sign = RSign(in_channels)
+        self.conv = (
+            DeployedBinaryConv2d(in_channels, out_channels, kernel, 1) if deployed else SharedBinaryConv2d(
+                in_channels, out_channels, (kernel, ), (1, ), False, wn_eps, wn_unbiased))
+        self.bn = (SlicedBatchNorm2d.deployed if deployed else SlicedBatchNorm2d)(out_channels)
+        self.act = RPReLU(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(self.sign(x), self.out_channels, self.kernel, 1, self.stride, BINARY)
+        return _bn_rprelu(self.bn, self.act, y, x if self.use_shortcut else None, self.stride)
+
+    def to_deployed(self) -> 'BinaryConvUnit':
+        unit = _shell(BinaryConvUnit, self.in_channels, self.out_channels, self.kernel, self.stride, self.use_shortcut)
+        for name, child in self.named_children():
+            setattr(unit, name, _named(name, child.to_deployed))
+        return unit
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, k={self.kernel}, s={self.stride}, '
+                f'shortcut={self.use_shortcut}')
