@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-__all__ = ['build_runner', 'run_train', 'run_test', 'run_search']
+__all__ = ['build_runner', 'run_train', 'run_test', 'run_search', 'run_sampling']
 
 
 def build_runner(cfg):
@@ -57,3 +57,27 @@ def run_search(cfg, checkpoint: str, resume: bool = False) -> dict:
     runner = build_runner(cfg)
     runner.train()
     return runner.train_loop.front_records()
+
+
+def run_sampling(cfg, checkpoint: str, num: int = 200, nd: bool = True, seed: int = 0, resume: bool = False) -> dict:
+    """The paper's Fig. 3 protocol on a search config: ``num`` random subnets of the supernet in
+    ``checkpoint``, each BN-recalibrated (the search's calibration batches) and scored on its
+    held-out split; writes ``samples.json`` in the work dir."""
+    loop = cfg.get('train_cfg') or {}
+    if 'EvolutionParetoSearchLoop' not in str(loop.get('type', '')):
+        from ..space import ArchitectureError
+        raise ArchitectureError("sample_subnets: CONFIG must be a search config (train_cfg = the search loop: its "
+                                'held-out split, calibration batches and metric are used)')
+    keep = ('evaluator', 'calib_dataloader', 'calib_batches', 'img_size', 'num_classes', 'score_key')
+    cfg.train_cfg = dict(
+        type='nasbnn.SubnetSamplingLoop',
+        num=num,
+        nd=nd,
+        seed=seed,
+        resume=bool(resume),
+        **{k: loop[k]
+           for k in keep if k in loop})
+    cfg.load_from, cfg.resume = checkpoint, False
+    runner = build_runner(cfg)
+    runner.train()
+    return runner.train_loop.outputs()

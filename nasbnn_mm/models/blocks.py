@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ..ops import (BINARY, DeployedBinaryConv2d, LSQConv2d, PackedFormatError, RPReLU, RSign, SharedBinaryConv2d,
+from ..ops import (BINARY, FULL, DeployedBinaryConv2d, LSQConv2d, PackedFormatError, RPReLU, RSign, SharedBinaryConv2d,
                    SlicedBatchNorm2d)
 from ..space import LayerChoice
 
@@ -152,6 +152,7 @@ class SeparableBinaryLayer(nn.Module):
         bi_transform: learn a Bi-Transformation matrix (supernet).
         wn_eps, wn_unbiased: the binary convs' weight normalization.
         deployed: build the deployed form's modules (one kernel and groups value).
+        weight_norm, kernel_transform: see :class:`~nasbnn_mm.ops.SharedBinaryConv2d` (ablations).
     """
 
     def __init__(self,
@@ -163,7 +164,9 @@ class SeparableBinaryLayer(nn.Module):
                  bi_transform: bool = True,
                  wn_eps: float = 1e-5,
                  wn_unbiased: bool = False,
-                 deployed: bool = False):
+                 deployed: bool = False,
+                 weight_norm: bool = True,
+                 kernel_transform: bool = True):
         super().__init__()
         self.stride = stride
         bn = SlicedBatchNorm2d.deployed if deployed else SlicedBatchNorm2d
@@ -174,21 +177,23 @@ class SeparableBinaryLayer(nn.Module):
                                  f'got kernels {tuple(kernels)}, groups {tuple(groups)}')
             self.conv_kxk = DeployedBinaryConv2d(max_in, max_in, kernels[0], groups[0])
         else:
-            self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps, wn_unbiased)
+            self.conv_kxk = SharedBinaryConv2d(max_in, max_in, kernels, groups, bi_transform, wn_eps, wn_unbiased,
+                                               weight_norm, kernel_transform)
         self.bn1 = bn(max_in)
         self.act1 = RPReLU(max_in)
         self.sign2 = RSign(max_in)
         self.conv_1x1 = (
             DeployedBinaryConv2d(max_in, max_out, 1, 1) if deployed else SharedBinaryConv2d(
-                max_in, max_out, (1, ), (1, ), bi_transform, wn_eps, wn_unbiased))
+                max_in, max_out, (1, ), (1, ), bi_transform, wn_eps, wn_unbiased, weight_norm))
         self.bn2 = bn(max_out)
         self.act2 = RPReLU(max_out)
 
     def forward(self, x: torch.Tensor, width: int, kernel: int, groups: int, mode: str = BINARY):
         c = x.shape[1]
-        y = self.conv_kxk(self.sign1(x), c, kernel, groups, self.stride, mode)
+        binary = mode != FULL  # FWFA (an ablation's teacher): full-precision activations
+        y = self.conv_kxk(self.sign1(x, binary), c, kernel, groups, self.stride, mode)
         y = _bn_rprelu(self.bn1, self.act1, y, x, self.stride)
-        z = self.conv_1x1(self.sign2(y), width, 1, 1, 1, mode)
+        z = self.conv_1x1(self.sign2(y, binary), width, 1, 1, 1, mode)
         return _bn_rprelu(self.bn2, self.act2, z, y, 1)
 
     def to_static(self, c_in: int, choice: LayerChoice, mode: str = BINARY) -> 'SeparableBinaryLayer':

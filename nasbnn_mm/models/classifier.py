@@ -9,11 +9,16 @@ from mmengine.logging import MessageHub
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..ops import BINARY, TEACHER
+from ..ops import BINARY, FULL, TEACHER
 from ..registry import MODELS
 from ..space import Architecture
 
 __all__ = ['SandwichClassifier', 'sandwich_students']
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy (%) of a batch, detached."""
+    return (logits.detach().argmax(1) == labels).float().mean() * 100
 
 
 def sandwich_students(space,
@@ -43,7 +48,22 @@ class SandwichClassifier(ImageClassifier):
     (and a resumed run) trains the same subnets at the same iteration without communication.
 
     Outside training the classifier runs the backbone's current subnet (``set_subnet``).
+    The log records every pass's loss and its top-1 on the batch (``acc_teacher``, ``acc_smallest``,
+    ..., ``acc_students``: the students' mean; the paper's Fig. 3d compares training accuracies).
+
+    Args:
+        backbone, neck, head: as mmpretrain's ImageClassifier (the backbone a NASBNNSupernet).
+        num_random: random students per iteration (besides the smallest).
+        sample_seed: seed of the random students.
+        teacher_loss: loss of the teacher on the labels.
+        distill_loss: loss of a student to the teacher's probabilities.
+        teacher: the teacher's weights / activations -- 'FWBA' (paper, Bi-Teacher: full-precision
+            normalized weights, binary activations), 'FWFA' (full-precision weights and activations) or
+            'BWBA' (binary weights and activations): an ablation of the paper's Fig. 3c.
+        distill: students learn from the teacher (paper); False: from the labels with ``teacher_loss``.
     """
+
+    TEACHERS = {'FWBA': TEACHER, 'FWFA': FULL, 'BWBA': BINARY}
 
     def __init__(self,
                  backbone: dict,
@@ -53,10 +73,19 @@ class SandwichClassifier(ImageClassifier):
                  sample_seed: int = 0,
                  teacher_loss: dict = dict(type='mmpretrain.LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
                  distill_loss: dict = dict(type='mmpretrain.CrossEntropyLoss', use_soft=True),
+                 teacher: str = 'FWBA',
+                 distill: bool = True,
                  **kwargs):
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
+        if teacher not in self.TEACHERS:
+            raise ValueError(f'teacher: {teacher!r} not allowed (allowed: {", ".join(self.TEACHERS)})')
+        if not isinstance(distill, bool):
+            raise ValueError(f'distill: {distill!r} not allowed (allowed: True, False)')
+        if isinstance(num_random, bool) or not isinstance(num_random, int) or num_random < 0:
+            raise ValueError(f'num_random: {num_random!r} not allowed (allowed: an int >= 0)')
         self.num_random = num_random
         self.sample_seed = sample_seed
+        self.teacher, self.distill = teacher, distill
         self.teacher_loss = MMPRETRAIN_MODELS.build(teacher_loss)
         self.distill_loss = MMPRETRAIN_MODELS.build(distill_loss)
 
@@ -91,20 +120,26 @@ class SandwichClassifier(ImageClassifier):
         log_vars: Dict[str, torch.Tensor] = {}
 
         with optim_wrapper.optim_context(forward):
-            logits = forward(inputs, mode='tensor', arch=self.space.largest(), weight_mode=TEACHER)
+            logits = forward(inputs, mode='tensor', arch=self.space.largest(), weight_mode=self.TEACHERS[self.teacher])
             loss = self.teacher_loss(logits, labels)
         optim_wrapper.backward(loss)
         log_vars['loss_teacher'] = loss.detach()
+        log_vars['acc_teacher'] = _top1(logits, labels)
         soft_targets = F.softmax(logits.detach(), dim=1)
         total = loss.detach()
 
+        accs = []
         for name, arch in self.sandwich_archs(iteration):
             with optim_wrapper.optim_context(forward):
                 logits = forward(inputs, mode='tensor', arch=arch, weight_mode=BINARY)
-                loss = self.distill_loss(logits, soft_targets)
+                loss = (self.distill_loss(logits, soft_targets) if self.distill else self.teacher_loss(logits, labels))
             optim_wrapper.backward(loss)
             log_vars[f'loss_{name}'] = loss.detach()
+            log_vars[f'acc_{name}'] = _top1(logits, labels)
+            accs.append(log_vars[f'acc_{name}'])
             total = total + loss.detach()
+        if accs:
+            log_vars['acc_students'] = torch.stack(accs).mean()
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         log_vars['loss'] = total

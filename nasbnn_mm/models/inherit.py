@@ -51,8 +51,11 @@ def _split(ckpt, path: str) -> Tuple[dict, Dict[str, torch.Tensor], str]:
     return meta, sd, ''
 
 
-def _is_supernet_state(sd: Mapping[str, torch.Tensor]) -> bool:
-    return any(k.endswith('.bi_transform') or '.kernel_transforms.' in k for k in sd)
+def _is_supernet_state(sd: Mapping[str, torch.Tensor], meta: Mapping) -> bool:
+    """A supernet's shared weights: kernel / Bi-Transformation matrices, or the supernet classifier's
+    published meta (an ablation may have neither matrix)."""
+    return (any(k.endswith('.bi_transform') or '.kernel_transforms.' in k for k in sd)
+            or meta.get('model_type') == 'SandwichClassifier')
 
 
 def _check_fits(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], path: str, prefix: str,
@@ -83,10 +86,16 @@ def inherited_backbone_state(
     meta, sd, prefix = _split(load_checkpoint_file(path, trusted=trusted), path)
     check_backbone_settings(module, meta, path)
     check_finite(sd, path)
-    if _is_supernet_state(sd):
+    if _is_supernet_state(sd, meta):
         space = SearchSpace.build(meta['search_space']) if meta.get('search_space') else module.space
         with torch.device('meta'):  # shapes only: the tensors come from the file
-            supernet = NASBNNSupernet(space, wn_eps=module.wn_eps, wn_unbiased=module.wn_unbiased)
+            supernet = NASBNNSupernet(
+                space,
+                wn_eps=module.wn_eps,
+                wn_unbiased=module.wn_unbiased,
+                weight_norm=module.weight_norm,
+                bi_transform=any(k.endswith('.bi_transform') for k in sd),
+                kernel_transform=any('.kernel_transforms.' in k for k in sd))
         _check_fits(supernet.state_dict(), sd, path, prefix, "the supernet of the checkpoint's search space")
         supernet.load_state_dict(sd, strict=True, assign=True)
         try:

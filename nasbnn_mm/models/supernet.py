@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # what a checkpoint's weights were trained with (and must be evaluated with)
-BACKBONE_SETTINGS = ('wn_eps', 'wn_unbiased')
+BACKBONE_SETTINGS = ('wn_eps', 'wn_unbiased', 'weight_norm')
 
 
 def check_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:
@@ -78,14 +78,15 @@ class _NASBNNNet(BaseModule):
     stages: nn.ModuleList
     exact_parity: bool = False
 
-    def _init_settings(self, wn_eps: float, wn_unbiased: bool, exact_parity: bool) -> None:
+    def _init_settings(self, wn_eps: float, wn_unbiased: bool, exact_parity: bool, weight_norm: bool = True) -> None:
         self.wn_eps = _check_eps(wn_eps)
         self.wn_unbiased = _check_bool(wn_unbiased, 'wn_unbiased')
         self.exact_parity = _check_bool(exact_parity, 'exact_parity')
+        self.weight_norm = _check_bool(weight_norm, 'weight_norm')
 
     def settings(self) -> Dict[str, object]:
         """The arithmetic settings a checkpoint of this backbone records (``meta['backbone_settings']``)."""
-        return dict(wn_eps=self.wn_eps, wn_unbiased=self.wn_unbiased)
+        return dict(wn_eps=self.wn_eps, wn_unbiased=self.wn_unbiased, weight_norm=self.weight_norm)
 
     def _forward(self, x: torch.Tensor, arch: Architecture, mode: str,
                  out_indices: Tuple[int, ...]) -> Tuple[torch.Tensor, ...]:
@@ -122,6 +123,9 @@ class NASBNNSupernet(_NASBNNNet):
         exact_parity: compute in the authors' float32 order of operations (NCHW activations)
             instead of the faster channels_last layout; with ``wn_eps=0, wn_unbiased=True`` the
             logits of a converted official checkpoint are then bit-identical to theirs.
+        weight_norm, bi_transform, kernel_transform: the paper's channel-wise weight normalization,
+            Bi-Transformation and kernel transform (all on; the ablations switch one off, see
+            :class:`~nasbnn_mm.ops.SharedBinaryConv2d`).
     """
 
     def __init__(self,
@@ -130,9 +134,14 @@ class NASBNNSupernet(_NASBNNNet):
                  wn_eps: float = 1e-5,
                  init_cfg=None,
                  wn_unbiased: bool = False,
-                 exact_parity: bool = False):
+                 exact_parity: bool = False,
+                 weight_norm: bool = True,
+                 bi_transform: bool = True,
+                 kernel_transform: bool = True):
         super().__init__(init_cfg)
-        self._init_settings(wn_eps, wn_unbiased, exact_parity)
+        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm)
+        bi_transform = _check_bool(bi_transform, 'bi_transform')
+        kernel_transform = _check_bool(kernel_transform, 'kernel_transform')
         self.space = SearchSpace.build(search_space)
         self.out_indices = check_out_indices(out_indices, self.space.num_stages)
         sp = self.space
@@ -143,8 +152,16 @@ class NASBNNSupernet(_NASBNNNet):
             for li in range(s.max_depth):
                 layers.append(
                     SeparableBinaryLayer(
-                        sp.max_in_channels(si, li), max(s.widths), s.kernels, s.groups, s.stride if li == 0 else 1,
-                        True, self.wn_eps, self.wn_unbiased))
+                        sp.max_in_channels(si, li),
+                        max(s.widths),
+                        s.kernels,
+                        s.groups,
+                        s.stride if li == 0 else 1,
+                        bi_transform,
+                        self.wn_eps,
+                        self.wn_unbiased,
+                        weight_norm=self.weight_norm,
+                        kernel_transform=kernel_transform))
             stages.append(layers)
         self.stages = nn.ModuleList(stages)
         self.arch = sp.largest()
@@ -173,7 +190,7 @@ class NASBNNSupernet(_NASBNNNet):
         arch = self.space.resolve(self.arch if arch is None else arch)
         mode = check_mode(self.mode if mode is None else mode)
         net = _shell(NASBNNSubnet, arch, self.space, self.out_indices if out_indices is None else out_indices, mode,
-                     self.wn_eps, None, self.wn_unbiased, self.exact_parity)
+                     self.wn_eps, None, self.wn_unbiased, self.exact_parity, self.weight_norm)
         net.stem = self.stem.to_static(arch.stem.width)
         c = arch.stem.width
         for si, choices in enumerate(arch.stages):
@@ -193,7 +210,7 @@ class NASBNNSubnet(_NASBNNNet):
         search_space: space the architecture is validated against (Table 1 by default).
         out_indices: stages whose outputs are returned (default: last).
         mode: 'binary' (deployment) or 'teacher'.
-        wn_eps, init_cfg, wn_unbiased, exact_parity: as in :class:`NASBNNSupernet`.
+        wn_eps, init_cfg, wn_unbiased, exact_parity, weight_norm: as in :class:`NASBNNSupernet`.
     """
 
     _deployed = False
@@ -206,9 +223,10 @@ class NASBNNSubnet(_NASBNNNet):
                  wn_eps: float = 1e-5,
                  init_cfg=None,
                  wn_unbiased: bool = False,
-                 exact_parity: bool = False):
+                 exact_parity: bool = False,
+                 weight_norm: bool = True):
         super().__init__(init_cfg)
-        self._init_settings(wn_eps, wn_unbiased, exact_parity)
+        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm)
         self.space = SearchSpace.build(search_space)
         self.arch = self.space.resolve(arch)
         self.mode = check_mode(mode)
@@ -227,7 +245,8 @@ class NASBNNSubnet(_NASBNNNet):
                     bi_transform=False,
                     wn_eps=self.wn_eps,
                     wn_unbiased=self.wn_unbiased,
-                    deployed=self._deployed))
+                    deployed=self._deployed,
+                    weight_norm=self.weight_norm))
         self.stages = nn.ModuleList(stages)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

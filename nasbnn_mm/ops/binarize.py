@@ -202,9 +202,12 @@ class RSign(Fp32Fields, nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, binary: bool = True) -> torch.Tensor:
+        """``sign(x + b)``; ``binary=False`` (a full-precision-activation pass, FWFA): ``x + b``."""
         c = x.shape[1]
         b = self.bias if c == self.bias.numel() else self.bias[:c]
+        if not binary:
+            return x + _channel_view(b, x.dim())
         return _RSignFn.apply(x, b)
 
     def to_static(self, channels: int) -> 'RSign':

@@ -39,12 +39,15 @@ from .binarize import _clipped_ste_grad, sign_ste
 from .packing import BITS, FP32, Field, PackedFormatError
 
 __all__ = [
-    'SharedBinaryConv2d', 'DeployedBinaryConv2d', 'BINARY', 'TEACHER', 'WEIGHT_MODES', 'normalize_weight',
+    'SharedBinaryConv2d', 'DeployedBinaryConv2d', 'BINARY', 'TEACHER', 'FULL', 'WEIGHT_MODES', 'normalize_weight',
     'normalize_binarize_weight', 'binarize_weight', 'check_mode'
 ]
 
-BINARY, TEACHER = 'binary', 'teacher'
-WEIGHT_MODES = (BINARY, TEACHER)
+# the weight / activation modes of a pass: binary (students, deployment), teacher = Bi-Teacher FWBA
+# (full-precision normalized weights, binary activations), full = FWFA (full-precision weights and
+# activations; an ablation's teacher)
+BINARY, TEACHER, FULL = 'binary', 'teacher', 'full'
+WEIGHT_MODES = (BINARY, TEACHER, FULL)
 
 
 def check_mode(mode: str) -> str:
@@ -174,6 +177,19 @@ def binarize_weight(w_n: torch.Tensor) -> torch.Tensor:
 
 
 class SharedBinaryConv2d(nn.Module):
+    """The weight-shared binary conv (see the module doc).
+
+    Args:
+        max_in, max_out: the largest input / output channels.
+        kernel_sizes, groups: the choices.
+        bi_transform: learn a Bi-Transformation matrix for the largest kernel (paper; an ablation
+            switches it off).
+        wn_eps, wn_unbiased: the channel-wise weight normalization.
+        weight_norm: normalize the weights channel-wise before binarizing (paper; off: ``alpha *
+            sign(W)`` of the raw latent weights, as XNOR-Net / ReActNet).
+        kernel_transform: smaller kernels are the centre crop times a learnable transform (paper;
+            off: the plain centre crop, as OFA without its transform).
+    """
 
     def __init__(self,
                  max_in: int,
@@ -182,8 +198,11 @@ class SharedBinaryConv2d(nn.Module):
                  groups=(1, ),
                  bi_transform: bool = True,
                  wn_eps: float = 1e-5,
-                 wn_unbiased: bool = False):
+                 wn_unbiased: bool = False,
+                 weight_norm: bool = True,
+                 kernel_transform: bool = True):
         super().__init__()
+        self.weight_norm = bool(weight_norm)
         self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
         self.groups_choices = tuple(sorted(set(groups)))
         self.max_in, self.max_out = max_in, max_out
@@ -194,9 +213,10 @@ class SharedBinaryConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_out, self.in_cols, self.max_kernel, self.max_kernel))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         # one transform per smaller kernel size, e.g. 'k3' for 3 from 5
-        self.kernel_transforms = nn.ParameterDict(
-            {f'k{k}': nn.Parameter(torch.eye(k * k))
-             for k in self.kernel_sizes if k < self.max_kernel})
+        self.kernel_transforms = nn.ParameterDict({
+            f'k{k}': nn.Parameter(torch.eye(k * k))
+            for k in self.kernel_sizes if k < self.max_kernel and kernel_transform
+        })
         K2 = self.max_kernel**2
         self.bi_transform = nn.Parameter(torch.eye(K2)) if (bi_transform and self.max_kernel > 1) else None
 
@@ -229,8 +249,9 @@ class SharedBinaryConv2d(nn.Module):
         if kernel < self.max_kernel:
             off = (self.max_kernel - kernel) // 2
             w = w[:, :, off:off + kernel, off:off + kernel]
-            m = self.kernel_transforms[f'k{kernel}']
-            w = (w.reshape(-1, kernel * kernel) @ m.t()).view(c_out, sub, kernel, kernel)
+            if f'k{kernel}' in self.kernel_transforms:
+                m = self.kernel_transforms[f'k{kernel}']
+                w = (w.reshape(-1, kernel * kernel) @ m.t()).view(c_out, sub, kernel, kernel)
         return w
 
     def transformed_weight(self, latent: torch.Tensor, kernel: int, mode: str) -> torch.Tensor:
@@ -249,6 +270,9 @@ class SharedBinaryConv2d(nn.Module):
                          memory_format=torch.contiguous_format):
         """The kernel the convolution uses; ``memory_format`` is the layout wanted for it."""
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, mode)
+        if not self.weight_norm:  # ablation: no channel-wise normalization
+            w = w.contiguous(memory_format=memory_format) if w.dim() == 4 else w
+            return binarize_weight(w) if mode == BINARY else w
         normalize = normalize_binarize_weight if mode == BINARY else normalize_weight
         return normalize(w, self.wn_eps, self.wn_unbiased, memory_format)
 
@@ -278,7 +302,8 @@ class SharedBinaryConv2d(nn.Module):
         normalization (and binarization) stays in its forward."""
         w = self.transformed_weight(self.latent_weight(c_in, c_out, kernel, groups), kernel, check_mode(mode))
         with torch.device('meta'):
-            conv = SharedBinaryConv2d(c_in, c_out, (kernel, ), (groups, ), False, self.wn_eps, self.wn_unbiased)
+            conv = SharedBinaryConv2d(c_in, c_out, (kernel, ), (groups, ), False, self.wn_eps, self.wn_unbiased,
+                                      self.weight_norm)
         conv.weight = nn.Parameter(w.detach().clone().contiguous(), requires_grad=self.weight.requires_grad)
         return conv
 
@@ -303,7 +328,8 @@ class SharedBinaryConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'max_in={self.max_in}, max_out={self.max_out}, kernels={self.kernel_sizes}, '
-                f'groups={self.groups_choices}, bi_transform={self.bi_transform is not None}')
+                f'groups={self.groups_choices}, bi_transform={self.bi_transform is not None}' +
+                ('' if self.weight_norm else ', weight_norm=False'))
 
 
 class DeployedBinaryConv2d(nn.Module):

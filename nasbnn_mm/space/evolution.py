@@ -36,7 +36,7 @@ def _neighbour_widths(stem: LayerChoice, flat: _Flat, i: int) -> Tuple[int, Opti
 
 
 def _width_ok(space: SearchSpace, flat: _Flat, i: int, w: int, lo: int, hi: Optional[int]) -> bool:
-    if w < lo or (hi is not None and w > hi):
+    if space.nd and (w < lo or (hi is not None and w > hi)):
         return False
     # the next layer's groups split this layer's output channels
     return i + 1 >= len(flat) or w % flat[i + 1][1].groups == 0
@@ -89,7 +89,8 @@ def _mutate_depth(space: SearchSpace, flat: _Flat, si: int, prob: float, rng: ra
         lo = flat[pos - 1][1].width
         hi = flat[pos][1].width if pos < len(flat) else None
         nxt_g = flat[pos][1].groups if pos < len(flat) else 1
-        widths = [w for w in s.widths if w >= lo and (hi is None or w <= hi) and w % nxt_g == 0]
+        in_order = (lambda w: w >= lo and (hi is None or w <= hi)) if space.nd else (lambda w: True)
+        widths = [w for w in s.widths if in_order(w) and w % nxt_g == 0]
         groups = [g for g in s.groups if lo % g == 0]
         if not widths or not groups:
             break  # cannot grow here without breaking a constraint
@@ -101,7 +102,7 @@ def _mutate_depth(space: SearchSpace, flat: _Flat, si: int, prob: float, rng: ra
 def _mutate_stem(space: SearchSpace, stem: LayerChoice, flat: _Flat, prob: float, rng: random.Random) -> LayerChoice:
     if len(space.stem.widths) > 1 and rng.random() < prob:
         first = flat[0][1]
-        widths = [w for w in space.stem.widths if w <= first.width and w % first.groups == 0]
+        widths = [w for w in space.stem.widths if (w <= first.width or not space.nd) and w % first.groups == 0]
         stem = LayerChoice(rng.choice(widths), stem.kernel, 1)
     return stem
 
@@ -159,7 +160,7 @@ def _cross_once(space: SearchSpace, a: Architecture, b: Architecture, rng: rando
             opts = [x[j] for x in (sa, sb) if j < len(x)]
             l = rng.choice(opts)
             w = l.width
-            if w < prev:
+            if space.nd and w < prev:
                 ws = [x for x in s.widths if x >= prev]
                 if not ws:
                     return None

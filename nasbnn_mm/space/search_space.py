@@ -84,7 +84,11 @@ class StageSpace:
 class SearchSpace:
     """Search space built from a config dict (``TABLE1_SPACE`` by default)."""
 
-    def __init__(self, stem: Mapping, stages: Sequence[Mapping], type: Optional[str] = None):
+    def __init__(self, stem: Mapping, stages: Sequence[Mapping], type: Optional[str] = None, nd: bool = True):
+        if not isinstance(nd, bool):
+            raise ArchitectureError(f'search space: nd {short_repr(nd)} not allowed (allowed: True, False)')
+        # the Non-Decreasing constraint (paper); nd=False is the ablation without it
+        self.nd = nd
         if not isinstance(stem, Mapping):
             raise ArchitectureError("search space: 'stem' must be a dict with 'widths'")
         unknown = set(stem) - {'widths', 'kernel', 'stride'}
@@ -160,14 +164,15 @@ class SearchSpace:
                                         'not a dict with stem and stages')
         cfg = dict(cfg)
         cfg.pop('type', None)
-        unknown = set(cfg) - {'stem', 'stages'}
+        unknown = set(cfg) - {'stem', 'stages', 'nd'}
         if unknown or 'stem' not in cfg or 'stages' not in cfg:
             raise ArchitectureError(f'search space: fields {sorted(map(str, cfg))} not allowed in {where} '
-                                    '(allowed: exactly stem and stages)')
-        return cls(cfg['stem'], cfg['stages'])
+                                    '(allowed: stem and stages, optionally nd)')
+        return cls(cfg['stem'], cfg['stages'], nd=cfg.get('nd', True))
 
     def to_dict(self) -> dict:
-        return dict(
+        """The config form (``nd`` only when it is switched off)."""
+        d = dict(
             stem=dict(widths=list(self.stem.widths), kernel=self.stem.kernel, stride=self.stem.stride),
             stages=[
                 dict(
@@ -177,6 +182,9 @@ class SearchSpace:
                     groups=list(s.groups),
                     stride=s.stride) for s in self.stages
             ])
+        if not self.nd:
+            d['nd'] = False
+        return d
 
     def __eq__(self, other) -> bool:
         return isinstance(other, SearchSpace) and self.to_dict() == other.to_dict()
@@ -238,7 +246,7 @@ class SearchSpace:
                         f'{where}: groups {layer.groups} not allowed (allowed: {_fmt(space.groups)})')
                 if prev % layer.groups:
                     raise ArchitectureError(f'{where}: groups {layer.groups} do not divide its {prev} input channels')
-                if layer.width < prev:
+                if self.nd and layer.width < prev:
                     raise ArchitectureError(f'{where}: width {layer.width} < {prev} of {prev_name} '
                                             '(Non-Decreasing constraint: widths may not shrink)')
                 prev, prev_name = layer.width, where
@@ -291,12 +299,13 @@ class SearchSpace:
             return {}
         return {w: len(s.kernels) * n_groups for w in s.widths if (not nd or w >= c_prev)}
 
-    def cardinality(self, nd: bool = True) -> int:
+    def cardinality(self, nd: Optional[bool] = None) -> int:
         """Exact number of valid architectures (Python int), with or without the ND constraint.
 
         Dynamic programming over the previous layer's width, which is all that the
         constraints of the next layer depend on.
         """
+        nd = self.nd if nd is None else nd
         dist: Dict[int, int] = {w: 1 for w in self.stem.widths}
         for si, s in enumerate(self.stages):
             after_stage: Dict[int, int] = {}
@@ -314,8 +323,14 @@ class SearchSpace:
         return sum(dist.values())
 
     # ------------------------------------------------------------ sampling
+    def with_nd(self, nd: bool) -> 'SearchSpace':
+        """This space with the Non-Decreasing constraint on or off."""
+        d = self.to_dict()
+        d.pop('nd', None)
+        return SearchSpace(d['stem'], d['stages'], nd=nd)
+
     def sample(self, rng: Optional[random.Random] = None) -> Architecture:
-        """Draw a random architecture under ND.
+        """Draw a random architecture (under ND unless the space switches it off).
 
         Procedure (documented in README): the stem width is drawn uniformly; then, stage by
         stage, the depth is drawn uniformly from the stage's depths and, layer by layer,
@@ -338,7 +353,7 @@ class SearchSpace:
         for s in self.stages:
             layers = []
             for _ in range(rng.choice(s.depths)):
-                widths = [w for w in s.widths if w >= prev]
+                widths = [w for w in s.widths if w >= prev or not self.nd]
                 groups = [g for g in s.groups if prev % g == 0]
                 if not widths or not groups:
                     return None
