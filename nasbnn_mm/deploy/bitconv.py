@@ -404,6 +404,7 @@ class BinaryConvKernel:
         self._isa_code = ISAS.index(dispatch_path(isa)) if bitconv_ops() is not None else None
         self._out_cl = out_layout == 'nhwc'
         self._conv_op = bitconv_ops().conv.default if bitconv_ops() is not None else None
+        self._conv_glue_op = bitconv_ops().conv_glue.default if bitconv_ops() is not None else None
         self._checked_threshold = None  # the last threshold tensor that passed the checks (skip re-checking it)
         self._fixed = backend
         applicable = available_backends(k, groups)
@@ -631,6 +632,33 @@ class BinaryConvKernel:
                 choice = 'popcount' if 'popcount' in applicable else 'fp32'
             self._choice[key] = choice
         return choice
+
+    def fused(self, x: torch.Tensor, threshold: Optional[torch.Tensor], glue, residual: Optional[torch.Tensor] = None):
+        """``glue(self(x, threshold), residual)``: the conv followed by a deployed layer's folded BN, shortcut
+        and RPReLU (:class:`nasbnn_mm.deploy.glue.Glue`). With the popcount backend and the native glue, one
+        native call: each block of output rows is glued right after the conv wrote it. Output channels_last.
+        Needs a kernel without its own ``scale`` / ``shift``."""
+        if self.scale is not None or self.shift is not None:
+            raise ValueError('fused: a kernel with scale / shift not allowed (allowed: the glue holds the BN)')
+        _check_x(x, self.in_channels)
+        if threshold is not None and threshold is not self._checked_threshold:
+            threshold = _check_vec('threshold', threshold, self.in_channels)
+            self._checked_threshold = threshold
+        backend = self._fixed if self._fixed != 'auto' else self.resolve(x, threshold)
+        self.backend = backend
+        if backend == 'popcount' and glue.native and self._conv_glue_op is not None:
+            if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+                x = x.contiguous()
+            if residual is not None and not residual.is_contiguous(memory_format=torch.channels_last):
+                residual = residual.contiguous(memory_format=torch.channels_last)
+            return self._conv_glue_op(x, threshold, self._words, self.alpha, self.groups, self.kernel_size, self.stride,
+                                      self._isa_code, *glue.native_args(residual))
+        if backend == 'popcount':
+            y = self._popcount(x, threshold)
+        else:
+            with torch.no_grad():
+                y = self._run(backend, x, threshold)
+        return glue(y, residual)
 
     def __call__(self, x: torch.Tensor, threshold: Optional[torch.Tensor] = None) -> torch.Tensor:
         _check_x(x, self.in_channels)
