@@ -256,7 +256,7 @@ class BinaryRuntime:
             return self._head(self._layers(self._stem(images))[-1])
 
     # ------------------------------------------------------------------ where the time goes
-    def time_parts(self, images: torch.Tensor, repeats: int = 5) -> 'OrderedDict[str, float]':
+    def time_parts(self, images: torch.Tensor, repeats: int = 5, clock=time.perf_counter) -> 'OrderedDict[str, float]':
         """Median milliseconds of each part of an unfused run (for an Amdahl table): 'stem' (float conv),
         'rsign' (sign(x + b) and bit packing of every binary conv's input), 'binary convs' (XNOR-popcount
         on packed inputs, or the whole conv with another backend), 'glue' (folded BN, shortcuts, RPReLU:
@@ -265,6 +265,8 @@ class BinaryRuntime:
 
         With the popcount backend the packing and the conv are timed apart (the ops ``pack_activations`` and
         ``conv_packed``; the packed planes then go through memory once more than in a normal call).
+        ``clock``: the timer (default wall clock; ``time.process_time`` counts this process's CPU time only,
+        robust to other load on a shared machine, and equal to the latency at 1 thread on an idle one).
         """
         images = self._check_images(images)
         ops = bitconv_ops()
@@ -274,50 +276,50 @@ class BinaryRuntime:
             self(images)  # resolves 'auto' and warms up
             for _ in range(max(1, int(repeats))):
                 acc = dict.fromkeys(parts, 0.0)
-                t0 = time.perf_counter()
+                t0 = clock()
                 fmt = torch.contiguous_format if self._nchw_float else torch.channels_last
                 x = F.conv2d(
                     images.contiguous(memory_format=fmt), self._stem_weight, None, self._stem_stride,
                     self._stem_pad).contiguous(memory_format=torch.channels_last)
-                t1 = time.perf_counter()
+                t1 = clock()
                 x = self._stem_glue(x)
-                t2 = time.perf_counter()
+                t2 = clock()
                 acc['stem'] += t1 - t0
                 acc['glue'] += t2 - t1
                 ci = 0
                 for end in self._stage_ends:
                     for i in range(ci, end, 2):
-                        y = self._timed_conv(self.convs[i], x, x, ops, acc)
-                        x = self._timed_conv(self.convs[i + 1], y, y, ops, acc)
+                        y = self._timed_conv(self.convs[i], x, x, ops, acc, clock)
+                        x = self._timed_conv(self.convs[i + 1], y, y, ops, acc, clock)
                     ci = end
-                t0 = time.perf_counter()
+                t0 = clock()
                 self._head(x)
-                acc['head'] += time.perf_counter() - t0
+                acc['head'] += clock() - t0
                 for p in parts:
                     times[p].append(acc[p])
-                t0 = time.perf_counter()
+                t0 = clock()
                 self(images)
-                times['fused total'].append(time.perf_counter() - t0)
+                times['fused total'].append(clock() - t0)
         med = OrderedDict((p, 1e3 * float(torch.tensor(v).median())) for p, v in times.items() if p != 'fused total')
         med['total'] = sum(med.values())
         med['fused total'] = 1e3 * float(torch.tensor(times['fused total']).median())
         return med
 
     @staticmethod
-    def _timed_conv(conv: RuntimeConv, x, residual, ops, acc) -> torch.Tensor:
+    def _timed_conv(conv: RuntimeConv, x, residual, ops, acc, clock) -> torch.Tensor:
         kern = conv.kernel
-        t0 = time.perf_counter()
+        t0 = clock()
         if kern.backend == 'popcount' and ops is not None:
             s, z, any_zero = ops.pack_activations(x, conv.threshold, kern.groups, kern.kernel_size, kern._isa_code)
-            t1 = time.perf_counter()
+            t1 = clock()
             y = ops.conv_packed(s, z, any_zero, kern.in_channels, kern._words, kern.alpha, None, None, kern.groups,
                                 kern.kernel_size, kern.stride, True, kern._isa_code)
         else:
             t1 = t0
             y = kern(x, conv.threshold)
-        t2 = time.perf_counter()
+        t2 = clock()
         y = conv.glue(y, residual)
-        t3 = time.perf_counter()
+        t3 = clock()
         acc['rsign'] += t1 - t0
         acc['binary convs'] += t2 - t1
         acc['glue'] += t3 - t2
