@@ -270,6 +270,44 @@ def test_bad_inputs_give_one_line_errors(exported, tmp_path):
         load_runtime(str(bad))
 
 
+def test_mmdet_backbone_on_the_runtime():
+    """A detector in test mode with its NAS-BNN backbone on the runtime: the backbone's features equal the
+    deployed backbone's bitwise, the neck's outputs the float detector's up to float rounding."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import nasbnn_mm.det  # noqa: F401
+    from nasbnn_mm.deploy import RuntimeBackbone, runtime_detector
+    from nasbnn_mm.registry import MODELS
+    cfg = Config.fromfile('configs/coco/faster-rcnn_nasbnn-cifar-small_fpn_coco-small.py')
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det = MODELS.build(cfg.model)
+    with torch.no_grad():
+        for m in det.backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+            for name, p in m.named_parameters(recurse=False):
+                if name in ('bias', 'bias_in', 'bias_out'):
+                    p.normal_(0, 0.1)
+    det.eval()
+    x = images(2, 45, 70, seed=12)
+    with torch.no_grad():
+        ref = det.extract_feat(x)
+        deployed = det.backbone.to_deployed()(x)
+    runtime_detector(det, backend='popcount')
+    assert isinstance(det.backbone, RuntimeBackbone) and len(deployed) == 4
+    with torch.no_grad():
+        feats = det.backbone(x)
+        out = det.extract_feat(x)
+    assert all(torch.equal(a, b) for a, b in zip(feats, deployed))
+    assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(out, ref))
+    with pytest.raises(RuntimeError, match='inference only'):
+        det.train()
+
+
 # ----------------------------------------------------------------------------- tools/infer.py
 def _infer(argv, capsys):
     old = sys.argv

@@ -35,7 +35,10 @@ from .bitconv import BACKENDS, BinaryConvKernel
 from .glue import Glue
 from .native import bitconv_ops
 
-__all__ = ['BinaryRuntime', 'RuntimeConv', 'load_runtime', 'deployed_classifier', 'checkpoint_kind']
+__all__ = [
+    'BinaryRuntime', 'RuntimeConv', 'RuntimeBackbone', 'runtime_detector', 'load_runtime', 'deployed_classifier',
+    'checkpoint_kind'
+]
 
 _BACKEND_CHOICES = ('auto', ) + BACKENDS
 
@@ -324,6 +327,65 @@ class BinaryRuntime:
         acc['binary convs'] += t2 - t1
         acc['glue'] += t3 - t2
         return y
+
+
+class RuntimeBackbone(torch.nn.Module):
+    """A NAS-BNN backbone on the 1-bit runtime as an ``nn.Module`` (inference only), e.g. the backbone of an
+    mmdet detector in test mode: ``forward(x)`` returns the stage outputs of its ``out_indices`` (float32,
+    channels_last), equal to the deployed backbone's bitwise (and to the static backbone's up to float
+    rounding). Build with :meth:`from_backbone`; :func:`runtime_detector` swaps a detector's backbone.
+
+    Attributes:
+        runtime (BinaryRuntime): the runtime (``features``).
+    """
+
+    def __init__(self, runtime: BinaryRuntime):
+        super().__init__()
+        self.runtime = runtime
+        self.eval()
+
+    @classmethod
+    def from_backbone(cls,
+                      backbone,
+                      backend: str = 'auto',
+                      threads: Optional[int] = None,
+                      isa: Optional[str] = None) -> 'RuntimeBackbone':
+        """From a static NAS-BNN backbone in eval mode (a :class:`~nasbnn_mm.models.NASBNNSubnet`, e.g.
+        mmdet's ``nasbnn.NASBNNDetBackbone``; turned into the deployed form with its ``to_deployed``) or a
+        deployed one."""
+        if backbone.training:
+            raise ValueError('backbone: in training mode not allowed (allowed: eval mode: its BN statistics are '
+                             'folded)')
+        if not getattr(backbone, '_deployed', False):
+            if not hasattr(backbone, 'to_deployed'):
+                raise ValueError(f'backbone: {type(backbone).__name__} not allowed (allowed: a NAS-BNN subnet '
+                                 'backbone, static or deployed)')
+            backbone = backbone.to_deployed()
+        return cls(BinaryRuntime.from_deployed(backbone, backend, threads, isa))
+
+    @property
+    def out_indices(self) -> Tuple[int, ...]:
+        return self.runtime.out_indices
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError('RuntimeBackbone: inference only (the 1-bit runtime has no gradients)')
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return self.runtime.features(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.runtime)
+
+
+def runtime_detector(detector, backend: str = 'auto', threads: Optional[int] = None, isa: Optional[str] = None):
+    """Put an mmdet detector whose backbone is a NAS-BNN subnet (``nasbnn.NASBNNDetBackbone``) into eval mode
+    with its backbone on the 1-bit runtime (:class:`RuntimeBackbone`); neck and heads stay as they are.
+    Returns the detector (test mode only afterwards)."""
+    detector.eval()
+    detector.backbone = RuntimeBackbone.from_backbone(detector.backbone, backend, threads, isa)
+    return detector
 
 
 # ---------------------------------------------------------------------------- loading
