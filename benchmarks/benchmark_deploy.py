@@ -31,6 +31,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,12 +104,15 @@ def main(argv=None):
     if 'A' not in args.presets or 1 not in args.batch or 1 not in args.threads:
         p.error('the last line reports NAS-BNN-A at batch 1 and 1 thread: include A, --batch 1 and --threads 1')
 
+    if 'NASBNN_BITCONV_CACHE' not in os.environ:  # 'auto' tunes afresh in this run, under its conditions
+        os.environ['NASBNN_BITCONV_CACHE'] = os.path.join(tempfile.mkdtemp(prefix='nasbnn_bench_'), 'autotune.json')
     isa = dispatch_path() if bitconv_ops() is not None else None
     print(f'CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}; popcount path: {isa}; '
           f"PyTorch BN rounds as: {bn_mode() or 'ATen glue'}")
     print(f'load average at start: {tuple(round(v, 2) for v in os.getloadavg())}')
     print(f'{args.img_size} px, {args.repeats} alternating timed calls per model after 2 warm-up calls, wall-clock '
-          f"medians; runtime backend '{args.backend}'; random weights")
+          f"medians; runtime backend '{args.backend}' (autotune cache {os.environ['NASBNN_BITCONV_CACHE']}); "
+          'random weights')
     t_start, snap = time.perf_counter(), cpu_snapshot()
     result = dict(
         cpu=cpu_model(),
