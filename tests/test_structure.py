@@ -142,7 +142,12 @@ def test_binary_conv_static_and_deployed_forms(mode, c_in, c_out, k, g):
     if mode == BINARY:
         deployed = static.to_deployed()
         assert isinstance(deployed, DeployedBinaryConv2d) and not hasattr(deployed, 'weight')
-        assert torch.equal(deployed(x, c_out, k, g, 1), static(x, c_out, k, g, 1))
+        # the deployed conv computes the integer form conv(x, sign) * alpha (one rounding; what the 1-bit
+        # runtime computes), the static one conv(x, alpha * sign): equal up to the static sums' rounding
+        exact = torch.nn.functional.conv2d(x, deployed.sign, None, 1, k // 2, 1, g) * deployed.alpha.view(1, -1, 1, 1)
+        assert torch.equal(deployed(x, c_out, k, g, 1), exact)
+        assert torch.allclose(deployed(x, c_out, k, g, 1), static(x, c_out, k, g, 1), rtol=0, atol=1e-12)
+        assert torch.equal(deployed.effective_weight(c_in, c_out, k, g), static.effective_weight(c_in, c_out, k, g))
         assert set(deployed.sign.unique().tolist()) <= {-1.0, 1.0}
         with pytest.raises(ValueError, match='asked for'):
             deployed(x, c_out + 1, k, g, 1)

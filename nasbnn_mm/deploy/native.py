@@ -10,6 +10,7 @@ function-level target attributes and chosen at run time. Where the build fails, 
 This module imports torch only (no mmengine / mmpretrain / mmdet).
 """
 from __future__ import annotations
+import hashlib
 import logging
 import os
 import sys
@@ -18,13 +19,16 @@ import warnings
 
 import torch
 
-__all__ = ['bitconv_ops', 'bitconv_enabled', 'SOURCE', 'EXTENSION_NAME']
+__all__ = ['bitconv_ops', 'bitconv_enabled', 'SOURCE', 'SOURCES', 'EXTENSION_NAME']
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'bitconv.cpp')
+# the element-wise glue of a deployed layer (folded BN, shortcut, RPReLU), also fused into bitconv's conv
+SOURCES = [SOURCE, os.path.join(os.path.dirname(SOURCE), 'glue.cpp')]
 EXTENSION_NAME = 'nasbnn_bitconv'
 # -ffp-contract=off: the epilogue's acc * alpha * scale + shift must not become an FMA (one rounding
 # per operation, as PyTorch's separate ops); the SIMD code is enabled per function, not here
 _CFLAGS = ['-O3', '-std=c++20', '-fopenmp', '-ffp-contract=off']
+_HEADERS = [os.path.join(os.path.dirname(SOURCE), 'glue.h')]
 _lock = threading.Lock()
 _state = {'loaded': None}  # None: not tried yet; False: unavailable; else the op namespace
 
@@ -39,6 +43,16 @@ def bitconv_enabled() -> bool:
     return not (_off('NASBNN_BITCONV_NATIVE') or _off('NASBNN_NATIVE_OPS'))
 
 
+def _headers_hash() -> str:
+    """A hash of the headers: torch's extension cache keys on the sources and flags only, so a header
+    change reaches the build through this define."""
+    h = hashlib.sha1()
+    for path in _HEADERS:
+        with open(path, 'rb') as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
 def _build():
     bindir = os.path.dirname(sys.executable)  # a venv's ninja lives next to its python
     if bindir not in os.environ.get('PATH', '').split(os.pathsep):
@@ -49,8 +63,9 @@ def _build():
     try:
         from torch.utils import cpp_extension
         cpp_extension.load(
-            EXTENSION_NAME, [SOURCE],
-            extra_cflags=_CFLAGS,
+            EXTENSION_NAME,
+            SOURCES,
+            extra_cflags=_CFLAGS + [f'-DNASBNN_HEADERS_HASH={_headers_hash()}'],
             extra_ldflags=['-fopenmp'],
             is_python_module=False,
             verbose=False)

@@ -21,7 +21,9 @@ from ..utils.checkpoint import (CheckpointMismatchError, atomic_write_text, chec
 from .bn_recalibration import recalibrate_bn
 from .search_loop import reseed
 
-__all__ = ['export_subnet', 'resolve_export_arch', 'search_settings', 'load_supernet_classifier']
+__all__ = [
+    'export_subnet', 'resolve_export_arch', 'search_settings', 'load_supernet_classifier', 'data_preprocessor_meta'
+]
 
 
 def resolve_export_arch(arch: str, ops=None):
@@ -77,6 +79,16 @@ def load_supernet_classifier(cfg, checkpoint: str, trusted: bool = False):
         raise CheckpointMismatchError(f'checkpoint {checkpoint}: does not fit the config\'s model: {what}')
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def data_preprocessor_meta(cfg) -> Optional[dict]:
+    """The config's classification data preprocessor, reduced to what inference needs (type, mean, std,
+    channel order, num_classes) in plain values; None where the config has none."""
+    dp = (cfg.get('model') or {}).get('data_preprocessor') or cfg.get('data_preprocessor')
+    if not dp:
+        return None
+    keep = ('type', 'mean', 'std', 'to_rgb', 'bgr_to_rgb', 'rgb_to_bgr', 'num_classes')
+    return {k: (list(dp[k]) if isinstance(dp[k], (list, tuple)) else dp[k]) for k in keep if k in dp}
 
 
 def _write_config(path: str, base: str, lines: str) -> None:
@@ -148,6 +160,9 @@ def export_subnet(cfg,
     classes = getattr(getattr(loader, 'dataset', None), 'metainfo', {}).get('classes')
     if classes:
         meta['dataset_meta'] = dict(classes=list(classes))
+    preprocessor = data_preprocessor_meta(cfg)
+    if preprocessor:  # the normalization, for the packed model and the 1-bit runtime's tools/infer.py
+        meta['data_preprocessor'] = preprocessor
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = publish_checkpoint(sd, osp.join(out_dir, 'subnet.pth'), meta)
     settings_text = ', '.join(f'{k}={v!r}' for k, v in bb_settings.items())

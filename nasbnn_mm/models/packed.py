@@ -258,10 +258,14 @@ def _checked_payload(meta: dict, psd, arch: Architecture, layout: List[Segment])
 
 
 @torch.no_grad()
-def unpack_subnet(packed: dict) -> Tuple['OrderedDict[str, torch.Tensor]', Architecture, dict]:
+def unpack_subnet(packed: dict, signs: str = 'float') -> Tuple['OrderedDict[str, torch.Tensor]', Architecture, dict]:
     """Inverse of :func:`pack_subnet`: the state dict of :func:`build_deployed_classifier`'s model
     (``strict`` loadable), the architecture and the packed meta. ``packed`` is the dict
-    :func:`pack_subnet` returned or the loaded file."""
+    :func:`pack_subnet` returned or the loaded file. ``signs='bool'`` gives each binary conv's signs
+    as a bool tensor (True = +1; 1 byte per weight instead of 4, for the 1-bit runtime, which packs
+    them again), not the float ±1 buffer of :class:`DeployedBinaryConv2d`."""
+    if signs not in ('float', 'bool'):
+        raise ValueError(f"signs: {signs!r} not allowed (allowed: 'float', 'bool')")
     if not isinstance(packed, dict) or 'meta' not in packed or 'state_dict' not in packed:
         raise PackedFormatError("packed: not allowed (allowed: a dict with 'meta' and 'state_dict', "
                                 'as pack_subnet returns and save_packed writes)')
@@ -304,7 +308,13 @@ def unpack_subnet(packed: dict) -> Tuple['OrderedDict[str, torch.Tensor]', Archi
     backbone, fc = _deployed_shell(arch, num_classes, space.stem.kernel, in_channels)
     sd: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
     for prefix, m in list(_stored_modules(backbone, 'backbone.')) + [('head.fc.', fc)]:
-        for k, v in m.unpacked_state([take(f) for f in m.packed_fields()]).items():
+        values = [take(f) for f in m.packed_fields()]
+        state = m.unpacked_state(values)
+        if signs == 'bool':
+            for f, v in zip(m.packed_fields(), values):
+                if f.kind == BITS:
+                    state[f.attr] = v.reshape(f.shape)
+        for k, v in state.items():
             sd[prefix + k] = v
     return sd, arch, dict(meta)
 

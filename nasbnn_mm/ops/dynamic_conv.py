@@ -337,6 +337,13 @@ class DeployedBinaryConv2d(nn.Module):
     ``alpha``; its kernel is ``sign * alpha`` (no latent weight, no normalization). Same call
     signature as :class:`SharedBinaryConv2d` (the layer code is shared); inference only.
 
+    Forward: ``F.conv2d(x, sign) * alpha`` per output channel. On the ±1 / 0 inputs of the deployed
+    model (an RSign's output) the convolution sums integers, exact in float32 in any order (< 2^24),
+    so the result is rounded once, by the multiplication: the integer form that the 1-bit runtime
+    (:mod:`nasbnn_mm.deploy`) computes with XNOR-popcount, bit for bit. The static model convolves
+    with ``alpha * sign`` instead, whose float sums round at every step: the two agree to rounding
+    (``tests/test_packed.py``), not bitwise.
+
     Args:
         in_channels, out_channels, kernel, groups: its one choice.
     """
@@ -356,13 +363,16 @@ class DeployedBinaryConv2d(nn.Module):
                          memory_format=torch.contiguous_format) -> torch.Tensor:
         # ``memory_format`` is a layout hint; the stored kernel is returned as it is (a deployed
         # model converts nothing per call)
+        self._check_call(c_in, c_out, kernel, groups, mode)
+        return self.sign * self.alpha.view(-1, 1, 1, 1)
+
+    def _check_call(self, c_in: int, c_out: int, kernel: int, groups: int, mode: str) -> None:
         if mode != BINARY:
             raise ValueError(f'mode: {mode!r} not allowed for a deployed binary conv (allowed: {BINARY})')
         if (c_in, c_out, kernel, groups) != (self.in_channels, self.out_channels, self.kernel, self.groups):
             raise ValueError(f'DeployedBinaryConv2d: asked for (in {c_in}, out {c_out}, k {kernel}, g {groups}), '
                              f'holds (in {self.in_channels}, out {self.out_channels}, k {self.kernel}, '
                              f'g {self.groups})')
-        return self.sign * self.alpha.view(-1, 1, 1, 1)
 
     def forward(self,
                 x: torch.Tensor,
@@ -372,8 +382,9 @@ class DeployedBinaryConv2d(nn.Module):
                 stride: int = 1,
                 mode: str = BINARY) -> torch.Tensor:
         kernel = self.kernel if kernel is None else kernel
-        w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode)
-        return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
+        self._check_call(x.shape[1], c_out, kernel, groups, mode)
+        acc = F.conv2d(x, self.sign, None, stride, kernel // 2, 1, groups)  # exact integers on ±1 / 0 inputs
+        return acc.mul_(self.alpha.view(1, -1, 1, 1))  # one rounding
 
     # packed form (see ops/packing.py)
     def packed_fields(self):

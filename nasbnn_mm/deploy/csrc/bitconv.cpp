@@ -50,6 +50,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "glue.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -1037,14 +1039,18 @@ void check_alpha(const at::Tensor& alpha) {
               alpha.sizes());
 }
 
+// The conv of packed activations into `out` (allocated here when undefined). With `glue` (whose y is out,
+// channels_last), the glue of glue.h runs on each block of output rows right after the conv wrote it
+// (still in cache), in the same parallel region.
 at::Tensor conv_impl(const Geom& g, const u32* s, const u32* z, bool any_zero, const at::Tensor& wbits,
                      const at::Tensor& alpha, const std::optional<at::Tensor>& scale,
-                     const std::optional<at::Tensor>& shift, bool out_channels_last, int64_t isa) {
+                     const std::optional<at::Tensor>& shift, bool out_channels_last, int64_t isa,
+                     at::Tensor out = at::Tensor(), const nasbnn_glue::GlueArgs* glue = nullptr) {
   at::Tensor alpha_c = alpha.contiguous(), scale_k, shift_k;
   auto opts = alpha.options();
-  at::Tensor out = out_channels_last
-                       ? at::empty({g.N, g.cout, g.Ho, g.Wo}, opts, at::MemoryFormat::ChannelsLast)
-                       : at::empty({g.N, g.cout, g.Ho, g.Wo}, opts);
+  if (!out.defined())
+    out = out_channels_last ? at::empty({g.N, g.cout, g.Ho, g.Wo}, opts, at::MemoryFormat::ChannelsLast)
+                            : at::empty({g.N, g.cout, g.Ho, g.Wo}, opts);
   ConvCtx c;
   c.g = g;
   c.act = s;
@@ -1076,15 +1082,22 @@ at::Tensor conv_impl(const Geom& g, const u32* s, const u32* z, bool any_zero, c
   if (rows >= 2 * at::get_num_threads()) {
     // threads take whole output rows (no two threads write parts of the same output pixels: splitting
     // the channels made the hardware prefetchers bounce the output lines between the cores); within
-    // a thread's rows each channel tile runs over all of them, so its weights stay in L1
+    // a thread's rows each channel tile runs over all of them, so its weights stay in L1. With glue, over
+    // blocks of rows of ~32 KiB of output, each glued as soon as all its channel tiles are written.
+    const int64_t block = glue ? std::max<int64_t>(1, 32768 / std::max<int64_t>(1, g.Wo * g.cout * 4)) : rows;
     at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / cost), [&](int64_t r0, int64_t r1) {
-      for (int64_t t = 0; t < tiles; ++t)
-        for (int64_t r = r0; r < r1; ++r) run_row(t / c.ntiles, t % c.ntiles, r);
+      for (int64_t b0 = r0; b0 < r1; b0 += block) {
+        const int64_t b1 = std::min(r1, b0 + block);
+        for (int64_t t = 0; t < tiles; ++t)
+          for (int64_t r = b0; r < b1; ++r) run_row(t / c.ntiles, t % c.ntiles, r);
+        if (glue) nasbnn_glue::glue_rows(*glue, b0, b1);
+      }
     });
-  } else {  // too few rows to share: (channel tile, row) items
+  } else {  // too few rows to share: (channel tile, row) items, then the glue over the rows
     at::parallel_for(0, tiles * rows, std::max<int64_t>(1, 65536 / (cost / tiles + 1)), [&](int64_t b, int64_t e) {
       for (int64_t it = b; it < e; ++it) run_row((it / rows) / c.ntiles, (it / rows) % c.ntiles, it % rows);
     });
+    if (glue) nasbnn_glue::glue_parallel(*glue);
   }
   return out;
 }
@@ -1125,6 +1138,30 @@ at::Tensor conv(const at::Tensor& x, const std::optional<at::Tensor>& threshold,
   u32* z = s + plane;
   const bool any_zero = pack_into(x, cl, threshold, g, isa, s, z, false);
   return conv_impl(g, s, z, any_zero, wbits, alpha, scale, shift, out_channels_last, isa);
+}
+
+// pack + conv + glue (glue.h) of a deployed layer: out = glue(float32(acc) * alpha), channels_last
+at::Tensor conv_glue(const at::Tensor& x, const std::optional<at::Tensor>& threshold, const at::Tensor& wbits,
+                     const at::Tensor& alpha, int64_t groups, int64_t kernel, int64_t stride, int64_t isa,
+                     const std::optional<at::Tensor>& bn_w, const std::optional<at::Tensor>& bn_b, int64_t bn_mode,
+                     const std::optional<at::Tensor>& res, int64_t res_stride, const std::optional<at::Tensor>& b1,
+                     const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b2, int64_t glue_isa) {
+  check_isa(isa);
+  check_alpha(alpha);
+  bool cl;
+  const Geom g = input_geom(x, groups, kernel, stride, alpha.size(0), cl);
+  check_conv_args(g, wbits, alpha, std::nullopt, std::nullopt);
+  at::Tensor out = at::empty({g.N, g.cout, g.Ho, g.Wo}, alpha.options(), at::MemoryFormat::ChannelsLast);
+  std::vector<at::Tensor> keep;
+  const nasbnn_glue::GlueArgs ga =
+      nasbnn_glue::make_glue_args(out, bn_w, bn_b, bn_mode, res, res_stride, b1, a, b2, glue_isa, keep);
+  thread_local std::vector<u32> workspace;
+  const size_t plane = static_cast<size_t>(g.N * g.Hp * g.Wp * g.GW());
+  if (workspace.size() < 2 * plane) workspace.resize(2 * plane);
+  u32* s = workspace.data();
+  u32* z = s + plane;
+  const bool any_zero = pack_into(x, cl, threshold, g, isa, s, z, false);
+  return conv_impl(g, s, z, any_zero, wbits, alpha, std::nullopt, std::nullopt, true, isa, out, &ga);
 }
 
 // sign(x + b) (+ 1 when unsigned) as int8 / uint8 in channels_last: the input of the int8 backends
@@ -1203,6 +1240,10 @@ TORCH_LIBRARY(nasbnn_bitconv, m) {
   m.def("conv(Tensor x, Tensor? threshold, Tensor wbits, Tensor alpha, Tensor? scale, Tensor? shift, "
         "int groups, int kernel, int stride, bool out_channels_last, int isa) -> Tensor",
         &conv);
+  m.def("conv_glue(Tensor x, Tensor? threshold, Tensor wbits, Tensor alpha, int groups, int kernel, int stride, "
+        "int isa, Tensor? bn_w, Tensor? bn_b, int bn_mode, Tensor? res, int res_stride, Tensor? b1, Tensor? a, "
+        "Tensor? b2, int glue_isa) -> Tensor",
+        &conv_glue);
   m.def("rsign_int8(Tensor x, Tensor? threshold, bool unsigned_out) -> Tensor", &rsign_int8);
   m.def("popcount_peak(int isa, int iters) -> (float, float)", &popcount_peak);
 }
