@@ -273,7 +273,7 @@ class SharedBinaryConv2d(nn.Module):
         kernel = self.max_kernel if kernel is None else kernel
         # the kernel in the activations' layout: no weight conversions inside the convolution
         w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode, memory_format=_layout(x))
-        if mode == BINARY and self.conv_precision != 'fp32':
+        if mode == BINARY:  # 'fp32': the same F.conv2d call as below
             return lowp.binary_conv2d(x, w, stride, kernel // 2, groups, self.conv_precision, self.conv_grad)
         return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 

@@ -256,8 +256,6 @@ def binary_conv2d(x: torch.Tensor,
     ``w = alpha * sign`` and sign activations ``x``, on the path ``precision`` / ``grad`` select for
     ``x``'s device (see the module docstring). Other dtypes than float32 run the factored form in
     their own precision (exact as well)."""
-    if precision == 'fp32':
-        return F.conv2d(x, w, None, stride, padding, 1, groups)
     fwd, bwd = resolve_precision(precision, grad, x.device)
     if fwd == 'fp32':
         return F.conv2d(x, w, None, stride, padding, 1, groups)
