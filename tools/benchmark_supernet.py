@@ -24,6 +24,12 @@ Memory reported: peak RSS of the worker during the timed steps (Linux VmHWM, res
 warm-up; falls back to the whole-process ru_maxrss where the reset is not possible), and the
 peak increase over the RSS right before the timed steps.
 
+``--precision`` / ``--grad`` set our backbone's ``binary_conv_precision`` / ``binary_conv_grad``
+(the binary convolutions' path, ``nasbnn_mm/ops/lowp.py``; default: the backbone's ``'auto'``);
+``--variant`` runs other settings side by side, e.g. ``--variant bf16:binary_conv_precision=bf16``.
+``--profile`` profiles one more step of each worker after the timed ones
+(``torch.profiler`` key averages by self CPU time, and the share of the convolutions).
+
 The last line printed is ``<N> img/s, peak memory <M> MiB`` for our implementation
 (img/s = batch / median step time over the timed steps).
 
@@ -32,6 +38,8 @@ Examples::
     python tools/benchmark_supernet.py
     python tools/benchmark_supernet.py --batch 8 --img-size 224 --steps 3 --warmup 1 \
         --reference /tmp/NAS-BNN
+    python tools/benchmark_supernet.py --precision fp32 --variant bf16:binary_conv_precision=bf16 \
+        --variant bf16x2:binary_conv_precision=bf16,binary_conv_grad=bf16x2 --profile
 """
 from __future__ import annotations
 import argparse
@@ -74,6 +82,25 @@ def parse_args(argv=None):
         metavar='NAME:KEY=VALUE[,KEY=VALUE]',
         help='also time our supernet with these backbone settings, side by side with the default one '
         "(e.g. --variant exact:exact_parity=True); repeatable")
+    p.add_argument(
+        '--precision',
+        default=None,
+        choices=('auto', 'bf16', 'fp32'),
+        help="our backbone's binary_conv_precision (default: the backbone's default, 'auto')")
+    p.add_argument(
+        '--grad',
+        default=None,
+        choices=('auto', 'fp32', 'bf16x2', 'bf16x3'),
+        help="our backbone's binary_conv_grad (default: the backbone's default, 'auto')")
+    p.add_argument(
+        '--profile',
+        nargs='?',
+        const=25,
+        type=int,
+        default=0,
+        metavar='ROWS',
+        help='profile one extra step of each worker after the timed steps and print the '
+        'top ROWS ops by self CPU time (default 25)')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)  # internal: path of a job file
     return p.parse_args(argv)
 
@@ -180,6 +207,14 @@ def _synthetic_batch(job):
     return images, labels
 
 
+def _memory_result(mem: dict) -> None:
+    mem['maxrss_mib'] = _maxrss_mib()
+    hwm = _hwm_mib()
+    mem['peak_timed_mib'] = hwm if (mem.get('hwm_reset') and hwm is not None) else mem['maxrss_mib']
+    mem['peak_source'] = ('VmHWM during the timed steps' if mem.get('hwm_reset') else 'ru_maxrss of the process')
+    mem['peak_increase_mib'] = mem['peak_timed_mib'] - mem.get('rss_before_timed_mib', 0.0)
+
+
 def _serve(job, step_fn):
     """Worker loop: the driver sends 'step <i>', 'reset' (start of the timed steps: reset the
     peak-RSS counter) and 'finish'; each answer is one line on stdout."""
@@ -201,15 +236,45 @@ def _serve(job, step_fn):
             mem['rss_before_timed_mib'] = _rss_mib()
             mem['hwm_reset'] = _reset_hwm()
             print('OK', flush=True)
+        elif cmd[0] == 'profile':
+            _memory_result(mem)  # the timed steps' memory, before the profiler's own
+            mem['profile'] = _profile(step_fn, int(cmd[1]), int(cmd[2]))
+            print('OK', flush=True)
         elif cmd[0] == 'finish':
-            mem['maxrss_mib'] = _maxrss_mib()
-            hwm = _hwm_mib()
-            mem['peak_timed_mib'] = hwm if (mem.get('hwm_reset') and hwm is not None) else mem['maxrss_mib']
-            mem['peak_source'] = ('VmHWM during the timed steps'
-                                  if mem.get('hwm_reset') else 'ru_maxrss of the process')
-            mem['peak_increase_mib'] = mem['peak_timed_mib'] - mem.get('rss_before_timed_mib', 0.0)
+            if 'peak_timed_mib' not in mem:
+                _memory_result(mem)
             print('RESULT ' + json.dumps(mem), flush=True)
             return
+
+
+def _profile(step_fn, i: int, rows: int) -> dict:
+    """One step under torch.profiler: the key-averages table and the convolutions' share."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step_fn(i)
+    avgs = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in avgs)
+    groups = {}
+    for e in avgs:
+        name = e.key
+        if 'convolution' in name or 'conv2d' in name or 'mkldnn_conv' in name:
+            g = 'convolutions (forward and backward)'
+        elif 'batch_norm' in name:
+            g = 'batch norm'
+        elif name.startswith('nasbnn_binary_act'):
+            g = 'RSign / RPReLU (native kernels)'
+        elif 'adam' in name.lower() or name.startswith('Optimizer'):
+            g = 'optimizer'
+        else:
+            g = 'other'
+        groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total
+    return dict(
+        table=avgs.table(sort_by='self_cpu_time_total', row_limit=rows),
+        total_self_cpu_s=total / 1e6,
+        groups={
+            k: v / total
+            for k, v in sorted(groups.items(), key=lambda kv: -kv[1])
+        })
 
 
 def run_ours(job):
@@ -349,6 +414,10 @@ class Worker:
         self._send('reset')
         self._read('OK')
 
+    def profile(self, i: int, rows: int):
+        self._send(f'profile {i} {rows}')
+        self._read('OK')
+
     def finish(self, warmup: int, batch: int) -> dict:
         self._send('finish')
         res = json.loads(self._read('RESULT '))
@@ -365,13 +434,17 @@ class Worker:
 
 def run_steps(workers, args):
     """Warm-up then timed steps; with several workers they take turns at every step (the
-    first one alternating), so that load changes on a shared machine hit both alike."""
+    first one alternating), so that load changes on a shared machine hit both alike. With
+    ``--profile``, one more (untimed) step of each worker under the profiler."""
     for i in range(args.warmup + args.steps):
         if i == args.warmup:
             for w in workers:
                 w.reset()
         for w in (workers if i % 2 == 0 else workers[::-1]):
             w.step(i, i < args.warmup)
+    if args.profile:
+        for w in workers:
+            w.profile(args.warmup + args.steps - 1, args.profile)
 
 
 def main(argv=None):
@@ -384,6 +457,11 @@ def main(argv=None):
     from nasbnn_mm.space import SearchSpace  # imports the package; this driver's memory is not measured
     space = SearchSpace.build(args.space)
     plan = build_plan(space, args.warmup + args.steps)
+    ours_backbone = {}
+    if args.precision:
+        ours_backbone['binary_conv_precision'] = args.precision
+    if args.grad:
+        ours_backbone['binary_conv_grad'] = args.grad
     base = dict(
         batch=args.batch,
         img_size=args.img_size,
@@ -404,8 +482,11 @@ def main(argv=None):
     variants = dict(parse_variant(v) for v in args.variant)
     impls = ['ours'] + [f'ours-{n}' for n in variants] + (['theirs'] if args.reference else [])
     jobs = {impl: dict(base, impl=impl) for impl in impls}
+    jobs['ours']['backbone'] = ours_backbone
+    if ours_backbone:
+        print('  ours: backbone ' + ', '.join(f'{k}={v!r}' for k, v in ours_backbone.items()), flush=True)
     for n, opts in variants.items():
-        jobs[f'ours-{n}']['backbone'] = opts
+        jobs[f'ours-{n}']['backbone'] = dict(ours_backbone, **opts)
         print(f'  ours-{n}: backbone ' + ', '.join(f'{k}={v!r}' for k, v in opts.items()), flush=True)
     if args.reference:
         jobs['theirs'].update(reference=args.reference, their_cfg=space_to_their_cfg(space))
@@ -450,6 +531,13 @@ def main(argv=None):
         ratios = ', '.join(f'{b / a:.2f}' for a, b in zip(o['times'][args.warmup:], t['times'][args.warmup:]))
         print(f"  all timed steps together: {args.batch * args.steps / to:.3f} vs {args.batch * args.steps / tt:.3f} "
               f"img/s (x{tt / to:.2f}); per step (same subnets): x{ratios}")
+    for impl in impls:
+        prof = results[impl].get('profile')
+        if prof:
+            print(f"\nprofile of one step of {impl} ({prof['total_self_cpu_s']:.2f} s self CPU time in ops, "
+                  'all threads; shares by op group: ' + ', '.join(f'{k} {v:.0%}'
+                                                                  for k, v in prof['groups'].items()) + ')')
+            print(prof['table'])
     o = results['ours']
     print(f"{o['img_s']:.3f} img/s, peak memory {o['peak_timed_mib']:.0f} MiB")
 

@@ -133,7 +133,8 @@ class NASBNNDetBackbone(NASBNNSubnet):
         strides: optional (stem, stage 0, ..., stage N-1) strides replacing the space's, e.g.
             (2, 1, 2, 2, 2, 2) to run a CIFAR-space architecture (stem stride 1) at the usual
             detection strides; weights do not depend on strides, so inheritance still works.
-        wn_eps, wn_unbiased, exact_parity, weight_norm: as in :class:`~nasbnn_mm.models.NASBNNSupernet`.
+        wn_eps, wn_unbiased, exact_parity, weight_norm, binary_conv_precision, binary_conv_grad: as in
+            :class:`~nasbnn_mm.models.NASBNNSupernet`.
         mode: 'binary' (default, the paper's detector), 'teacher' (real-valued weights, binary
             activations) or 'full' (real-valued weights and activations: the same architecture as a
             full-precision reference).
@@ -154,10 +155,13 @@ class NASBNNDetBackbone(NASBNNSubnet):
                  init_cfg=None,
                  exact_parity: bool = False,
                  weight_norm: bool = True,
-                 mode: str = BINARY):
+                 mode: str = BINARY,
+                 binary_conv_precision: str = 'auto',
+                 binary_conv_grad: str = 'auto'):
         arch, space = resolve_backbone_arch(arch, search_space, pareto, ops, strides)
         out_indices = det_out_indices(out_indices, space.num_stages)
-        super().__init__(arch, space, out_indices, mode, wn_eps, init_cfg, wn_unbiased, exact_parity, weight_norm)
+        super().__init__(arch, space, out_indices, mode, wn_eps, init_cfg, wn_unbiased, exact_parity, weight_norm,
+                         binary_conv_precision, binary_conv_grad)
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= space.num_stages:
             raise ArchitectureError(f'frozen_stages: {frozen_stages!r} not allowed '
                                     f'(allowed: -1..{space.num_stages})')

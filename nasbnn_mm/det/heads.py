@@ -17,6 +17,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from torch import Tensor
 
 from ..models.blocks import BinaryConvUnit
+from ..ops.lowp import check_grad_precision, check_precision, set_binary_conv_precision
 from ..registry import MODELS
 
 __all__ = ['BinaryFPN', 'BinaryRPNHead']
@@ -34,6 +35,8 @@ class BinaryFPN(FPN):
         shortcut: the weight-free shortcut around every binary conv (see
             :class:`~nasbnn_mm.models.BinaryConvUnit`).
         wn_eps, wn_unbiased: the binary convs' weight normalization.
+        binary_conv_precision, binary_conv_grad: the binary convs' path, as the backbone's
+            (:class:`~nasbnn_mm.models.NASBNNSupernet`).
         init_cfg: mmengine initialisation (the binary units need none).
     """
 
@@ -50,7 +53,10 @@ class BinaryFPN(FPN):
                  wn_eps: float = 1e-5,
                  wn_unbiased: bool = False,
                  init_cfg=None,
+                 binary_conv_precision: str = 'auto',
+                 binary_conv_grad: str = 'auto',
                  **kwargs):
+        precision = (check_precision(binary_conv_precision), check_grad_precision(binary_conv_grad))
         if kwargs.get('norm_cfg') or kwargs.get('act_cfg') or kwargs.get('conv_cfg'):
             raise ValueError('BinaryFPN: conv_cfg / norm_cfg / act_cfg not allowed (its units bring BN and RPReLU)')
         super().__init__(
@@ -71,6 +77,7 @@ class BinaryFPN(FPN):
         for conv in list(self.fpn_convs)[len(fpn_convs):]:  # extra stride-2 convs (add_extra_convs)
             fpn_convs.append(BinaryConvUnit(conv.conv.in_channels, out_channels, 3, stride=2, **opts))
         self.fpn_convs = nn.ModuleList(fpn_convs)
+        set_binary_conv_precision(self, *precision)
 
     def to_deployed(self) -> 'BinaryFPN':
         """The same neck with every unit in its deployed form (inference only)."""
@@ -88,12 +95,21 @@ class BinaryRPNHead(RPNHead):
 
     Args:
         in_channels, num_classes, num_convs, ...: as mmdet's RPNHead.
-        shortcut, wn_eps, wn_unbiased: as :class:`BinaryFPN`.
+        shortcut, wn_eps, wn_unbiased, binary_conv_precision, binary_conv_grad: as :class:`BinaryFPN`.
     """
 
-    def __init__(self, *args, shortcut: bool = True, wn_eps: float = 1e-5, wn_unbiased: bool = False, **kwargs):
+    def __init__(self,
+                 *args,
+                 shortcut: bool = True,
+                 wn_eps: float = 1e-5,
+                 wn_unbiased: bool = False,
+                 binary_conv_precision: str = 'auto',
+                 binary_conv_grad: str = 'auto',
+                 **kwargs):
         self._unit_opts = dict(shortcut=shortcut, wn_eps=wn_eps, wn_unbiased=wn_unbiased)
+        precision = (check_precision(binary_conv_precision), check_grad_precision(binary_conv_grad))
         super().__init__(*args, **kwargs)
+        set_binary_conv_precision(self, *precision)
 
     def _init_layers(self) -> None:
         super()._init_layers()

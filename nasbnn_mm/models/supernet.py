@@ -11,6 +11,11 @@ The settings that change a backbone's arithmetic (:data:`BACKBONE_SETTINGS`: the
 weight normalization and ``exact_parity``) live on the backbone (:meth:`settings`), travel
 into every checkpoint this project publishes (``meta['backbone_settings']``) and are checked
 against the model when a checkpoint is loaded (:func:`check_backbone_settings`).
+
+``binary_conv_precision`` / ``binary_conv_grad`` (the binary convolutions' hardware path,
+``nasbnn_mm.ops.lowp``) are not among them: they choose how the same values are computed (the
+bfloat16 path's forward is the exact value the float32 path rounds; its gradients agree to 1e-4),
+so a checkpoint trained with one runs with the other; they are set per run, like the device.
 """
 from __future__ import annotations
 import math
@@ -21,6 +26,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..ops import BINARY, check_mode
+from ..ops.lowp import check_grad_precision, check_precision, set_binary_conv_precision
 from ..registry import MODELS
 from ..space import Architecture, ArchitectureError, SearchSpace, layer_shapes
 from .blocks import SeparableBinaryLayer, Stem, _named, _shell
@@ -78,11 +84,27 @@ class _NASBNNNet(BaseModule):
     stages: nn.ModuleList
     exact_parity: bool = False
 
-    def _init_settings(self, wn_eps: float, wn_unbiased: bool, exact_parity: bool, weight_norm: bool = True) -> None:
+    def _init_settings(self,
+                       wn_eps: float,
+                       wn_unbiased: bool,
+                       exact_parity: bool,
+                       weight_norm: bool = True,
+                       binary_conv_precision: str = 'auto',
+                       binary_conv_grad: str = 'auto') -> None:
         self.wn_eps = _check_eps(wn_eps)
         self.wn_unbiased = _check_bool(wn_unbiased, 'wn_unbiased')
         self.exact_parity = _check_bool(exact_parity, 'exact_parity')
         self.weight_norm = _check_bool(weight_norm, 'weight_norm')
+        self.binary_conv_precision = check_precision(binary_conv_precision)
+        self.binary_conv_grad = check_grad_precision(binary_conv_grad)
+        if self.exact_parity and self.binary_conv_precision == 'bf16':
+            raise ValueError("binary_conv_precision: 'bf16' not allowed with exact_parity=True "
+                             "(allowed: 'auto', 'fp32'; exact_parity computes in the authors' float32 order)")
+
+    def _apply_conv_precision(self) -> None:
+        """Give every binary conv the backbone's path (``exact_parity`` forces float32)."""
+        precision = 'fp32' if self.exact_parity else self.binary_conv_precision
+        set_binary_conv_precision(self, precision, self.binary_conv_grad)
 
     def settings(self) -> Dict[str, object]:
         """The arithmetic settings a checkpoint of this backbone records (``meta['backbone_settings']``)."""
@@ -126,6 +148,15 @@ class NASBNNSupernet(_NASBNNNet):
         weight_norm, bi_transform, kernel_transform: the paper's channel-wise weight normalization,
             Bi-Transformation and kernel transform (all on; the ablations switch one off, see
             :class:`~nasbnn_mm.ops.SharedBinaryConv2d`).
+        binary_conv_precision: the student-mode binary convolutions' path: ``'fp32'`` (``conv(x,
+            alpha * sign)`` in float32), ``'bf16'`` (``alpha * conv(x, sign)``, ±1 operands in the
+            hardware's bfloat16 mode with float32 accumulation: the exact value) or ``'auto'``
+            (``'bf16'`` on a CPU with AMX-BF16 or a CUDA device of compute capability >= 8.0, else
+            ``'fp32'``; logged once). ``exact_parity=True`` forces ``'fp32'``. See
+            :mod:`nasbnn_mm.ops.lowp`.
+        binary_conv_grad: their backward on the ``'bf16'`` path: ``'fp32'``, ``'bf16x2'`` /
+            ``'bf16x3'`` (the incoming gradient split into 2 / 3 bfloat16 parts) or ``'auto'``
+            (``'bf16x2'`` where the bfloat16 mode is fast, else ``'fp32'``).
     """
 
     def __init__(self,
@@ -137,9 +168,11 @@ class NASBNNSupernet(_NASBNNNet):
                  exact_parity: bool = False,
                  weight_norm: bool = True,
                  bi_transform: bool = True,
-                 kernel_transform: bool = True):
+                 kernel_transform: bool = True,
+                 binary_conv_precision: str = 'auto',
+                 binary_conv_grad: str = 'auto'):
         super().__init__(init_cfg)
-        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm)
+        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm, binary_conv_precision, binary_conv_grad)
         bi_transform = _check_bool(bi_transform, 'bi_transform')
         kernel_transform = _check_bool(kernel_transform, 'kernel_transform')
         self.space = SearchSpace.build(search_space)
@@ -166,6 +199,7 @@ class NASBNNSupernet(_NASBNNNet):
         self.stages = nn.ModuleList(stages)
         self.arch = sp.largest()
         self.mode = BINARY
+        self._apply_conv_precision()
 
     def set_subnet(self, arch=None, mode: Optional[str] = None) -> Architecture:
         """Select the active subnet (validated against the space) and/or the weight mode."""
@@ -190,13 +224,15 @@ class NASBNNSupernet(_NASBNNNet):
         arch = self.space.resolve(self.arch if arch is None else arch)
         mode = check_mode(self.mode if mode is None else mode)
         net = _shell(NASBNNSubnet, arch, self.space, self.out_indices if out_indices is None else out_indices, mode,
-                     self.wn_eps, None, self.wn_unbiased, self.exact_parity, self.weight_norm)
+                     self.wn_eps, None, self.wn_unbiased, self.exact_parity, self.weight_norm,
+                     self.binary_conv_precision, self.binary_conv_grad)
         net.stem = self.stem.to_static(arch.stem.width)
         c = arch.stem.width
         for si, choices in enumerate(arch.stages):
             for li, ch in enumerate(choices):
                 net.stages[si][li] = self.stages[si][li].to_static(c, ch, mode)
                 c = ch.width
+        net._apply_conv_precision()
         return net
 
 
@@ -210,7 +246,8 @@ class NASBNNSubnet(_NASBNNNet):
         search_space: space the architecture is validated against (Table 1 by default).
         out_indices: stages whose outputs are returned (default: last).
         mode: 'binary' (deployment) or 'teacher'.
-        wn_eps, init_cfg, wn_unbiased, exact_parity, weight_norm: as in :class:`NASBNNSupernet`.
+        wn_eps, init_cfg, wn_unbiased, exact_parity, weight_norm, binary_conv_precision, binary_conv_grad: as
+            in :class:`NASBNNSupernet`.
     """
 
     _deployed = False
@@ -224,9 +261,11 @@ class NASBNNSubnet(_NASBNNNet):
                  init_cfg=None,
                  wn_unbiased: bool = False,
                  exact_parity: bool = False,
-                 weight_norm: bool = True):
+                 weight_norm: bool = True,
+                 binary_conv_precision: str = 'auto',
+                 binary_conv_grad: str = 'auto'):
         super().__init__(init_cfg)
-        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm)
+        self._init_settings(wn_eps, wn_unbiased, exact_parity, weight_norm, binary_conv_precision, binary_conv_grad)
         self.space = SearchSpace.build(search_space)
         self.arch = self.space.resolve(arch)
         self.mode = check_mode(mode)
@@ -248,6 +287,7 @@ class NASBNNSubnet(_NASBNNNet):
                     deployed=self._deployed,
                     weight_norm=self.weight_norm))
         self.stages = nn.ModuleList(stages)
+        self._apply_conv_precision()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         return self._forward(x, self.arch, self.mode, self.out_indices)

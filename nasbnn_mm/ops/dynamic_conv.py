@@ -25,6 +25,11 @@ kernel. For a choice (c_in, c_out, k, g):
   6. binary mode: alpha * sign(.), alpha = mean |.| per output channel (detached), sign with
      a straight-through gradient clipped at |w| <= 1. Teacher mode (Bi-Teacher, FWBA) stops
      after step 5 and skips step 4.
+
+The binary-mode convolution itself runs on the path ``conv_precision`` / ``conv_grad`` select
+(``ops/lowp.py``: ``'fp32'`` is ``F.conv2d(x, alpha * sign)``; ``'bf16'`` the exact
+``alpha * conv(x, sign)`` in the hardware's bfloat16 mode); the backbones set them
+(``binary_conv_precision``, ``binary_conv_grad``).
 """
 from __future__ import annotations
 import math
@@ -35,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import lowp
 from .binarize import _clipped_ste_grad, sign_ste
 from .packing import BITS, FP32, Field, PackedFormatError
 
@@ -191,6 +197,11 @@ class SharedBinaryConv2d(nn.Module):
             off: the plain centre crop, as OFA without its transform).
     """
 
+    # the binary-mode convolution's path (ops/lowp.py); set by the backbones
+    # (``lowp.set_binary_conv_precision``), copied by ``to_static``
+    conv_precision: str = 'fp32'
+    conv_grad: str = 'auto'
+
     def __init__(self,
                  max_in: int,
                  max_out: int,
@@ -286,6 +297,8 @@ class SharedBinaryConv2d(nn.Module):
         kernel = self.max_kernel if kernel is None else kernel
         # the kernel in the activations' layout: no weight conversions inside the convolution
         w = self.effective_weight(x.shape[1], c_out, kernel, groups, mode, memory_format=_layout(x))
+        if mode == BINARY:  # 'fp32': the same F.conv2d call as below
+            return lowp.binary_conv2d(x, w, stride, kernel // 2, groups, self.conv_precision, self.conv_grad)
         return F.conv2d(x, w, None, stride, kernel // 2, 1, groups)
 
     # ------------------------------------------------------------------ static and deployed forms
@@ -305,6 +318,7 @@ class SharedBinaryConv2d(nn.Module):
             conv = SharedBinaryConv2d(c_in, c_out, (kernel, ), (groups, ), False, self.wn_eps, self.wn_unbiased,
                                       self.weight_norm)
         conv.weight = nn.Parameter(w.detach().clone().contiguous(), requires_grad=self.weight.requires_grad)
+        conv.conv_precision, conv.conv_grad = self.conv_precision, self.conv_grad
         return conv
 
     @torch.no_grad()
