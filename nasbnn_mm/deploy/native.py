@@ -11,13 +11,9 @@ This module imports torch only (no mmengine / mmpretrain / mmdet).
 """
 from __future__ import annotations
 import hashlib
-import logging
 import os
-import sys
 import threading
 import warnings
-
-import torch
 
 __all__ = ['bitconv_ops', 'bitconv_enabled', 'SOURCE', 'SOURCES', 'EXTENSION_NAME']
 
@@ -54,24 +50,8 @@ def _headers_hash() -> str:
 
 
 def _build():
-    bindir = os.path.dirname(sys.executable)  # a venv's ninja lives next to its python
-    if bindir not in os.environ.get('PATH', '').split(os.pathsep):
-        os.environ['PATH'] = bindir + os.pathsep + os.environ.get('PATH', '')
-    log = logging.getLogger('torch.utils.cpp_extension')
-    level = log.level
-    log.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines: not our concern
-    try:
-        from torch.utils import cpp_extension
-        cpp_extension.load(
-            EXTENSION_NAME,
-            SOURCES,
-            extra_cflags=_CFLAGS + [f'-DNASBNN_HEADERS_HASH={_headers_hash()}'],
-            extra_ldflags=['-fopenmp'],
-            is_python_module=False,
-            verbose=False)
-    finally:
-        log.setLevel(level)
-    return getattr(torch.ops, EXTENSION_NAME)
+    from ..utils.native_build import jit_load
+    return jit_load(EXTENSION_NAME, SOURCES, _CFLAGS + [f'-DNASBNN_HEADERS_HASH={_headers_hash()}'])
 
 
 def bitconv_ops():

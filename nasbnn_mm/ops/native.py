@@ -7,9 +7,7 @@ cannot be built, or with ``NASBNN_NATIVE_OPS=0``, the operators use their ATen r
 take the native path; everything else (CUDA, float64 in tests, odd strides) uses the reference.
 """
 from __future__ import annotations
-import logging
 import os
-import sys
 import threading
 import warnings
 
@@ -32,20 +30,8 @@ def native_enabled() -> bool:
 
 
 def _build():
-    # a venv's ninja lives next to its python, which need not be on PATH
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get('PATH', '').split(os.pathsep):
-        os.environ['PATH'] = bindir + os.pathsep + os.environ.get('PATH', '')
-    log = logging.getLogger('torch.utils.cpp_extension')
-    level = log.level
-    log.setLevel(logging.ERROR)  # "No CUDA runtime is found" on CPU-only machines: not our concern
-    try:
-        from torch.utils import cpp_extension
-        cpp_extension.load(
-            _NAME, [_SOURCE], extra_cflags=_CFLAGS, extra_ldflags=['-fopenmp'], is_python_module=False, verbose=False)
-    finally:
-        log.setLevel(level)
-    return getattr(torch.ops, _NAME)
+    from ..utils.native_build import jit_load
+    return jit_load(_NAME, [_SOURCE], _CFLAGS)
 
 
 def native_ops():
