@@ -2,8 +2,10 @@
 every backend and every popcount / glue instruction-set path, presets A-F and the CIFAR demo space's
 subnets, odd and tiny inputs (border pixels, 1 x 1 final maps), batch 1 and 3, exact zeros of x + b,
 the ATen fallbacks, from a model, an exported subnet.pth and a packed file; plus tools/infer.py."""
+import json
 import os
 import random
+import re
 import runpy
 import sys
 
@@ -353,6 +355,18 @@ def test_infer_tool(exported, tmp_path, capsys):
     # exported subnet.pth, one image, 224 px ImageNet-style preprocessing
     code, out, err = _infer([exported['subnet'], img_dir / 'b.jpg', '--img-size', 224, '--threads', 1], capsys)
     assert code == 0 and 'centre crop 224x224' in out and len(out.strip().splitlines()) == 7, err
+    # --compare-float: the float deployed model on the same batch, logits equal, timings, JSON written atomically
+    code, out, err = _infer(
+        [exported['packed'], img_dir, '--compare-float', '--repeats', 2, '--out', tmp_path / 'r.json'], capsys)
+    assert code == 0, err
+    assert re.search(
+        r'runtime vs float deployed model, batch 2, \d thread\(s\), median of 2: runtime [0-9.]+ ms, '
+        r'float [0-9.]+ ms, [0-9.]+x, logits equal$',
+        out.strip().splitlines()[-1]), out
+    with open(tmp_path / 'r.json') as f:
+        rec = json.load(f)
+    assert rec['comparison']['equal'] is True and rec['comparison']['max_abs_diff'] == 0.0
+    assert len(rec['predictions']) == 2 and rec['comparison']['speedup'] > 0
 
 
 @pytest.mark.parametrize('argv,message',

@@ -41,6 +41,12 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, help='intra-op threads (default: torch\'s setting)')
     p.add_argument('--img-size', type=parse_size, help='network input N or HxW (default: the checkpoint\'s, else 224)')
     p.add_argument('--batch-size', type=int, default=8, help='images per forward (default 8)')
+    p.add_argument(
+        '--compare-float',
+        action='store_true',
+        help='also time the float deployed model on the first batch and check its logits equal')
+    p.add_argument('--repeats', type=int, default=20, help='timed calls each for --compare-float (default 20)')
+    p.add_argument('--out', help='write predictions (and the comparison) to this JSON file')
     p.add_argument('--trust-checkpoint', action='store_true', help='allow full unpickling (only for trusted files)')
     return p.parse_args(argv)
 
@@ -50,8 +56,18 @@ def main(argv=None):
     from nasbnn_mm.deploy.infer import run_infer
     if args.batch_size < 1:
         raise ValueError(f'--batch-size: {args.batch_size} not allowed (allowed: a positive integer)')
-    return run_infer(args.checkpoint, args.images, args.topk, args.backend, args.threads, args.img_size,
-                     args.batch_size, args.trust_checkpoint)
+    return run_infer(
+        args.checkpoint,
+        args.images,
+        args.topk,
+        args.backend,
+        args.threads,
+        args.img_size,
+        args.batch_size,
+        args.trust_checkpoint,
+        compare=args.compare_float,
+        repeats=args.repeats,
+        out=args.out)
 
 
 if __name__ == '__main__':

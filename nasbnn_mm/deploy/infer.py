@@ -18,8 +18,11 @@ Scores are the softmax of the logits (mmpretrain's ``pred_score``); class names 
 ``meta['dataset_meta']['classes']`` when the checkpoint records them, else the class index.
 """
 from __future__ import annotations
+import json
 import math
 import os
+import statistics
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -149,9 +152,15 @@ def run_infer(checkpoint: str,
               img_size=None,
               batch_size: int = 8,
               trusted: bool = False,
-              log: Callable[[str], None] = print) -> List[Dict]:
+              log: Callable[[str], None] = print,
+              compare: bool = False,
+              repeats: int = 20,
+              out: Optional[str] = None):
     """``tools/infer.py``: load the runtime of ``checkpoint`` (packed or exported), classify the image file
-    or the images of the folder ``images``, print the top-k of each with ``log``; returns the predictions."""
+    or the images of the folder ``images``, print the top-k of each with ``log``; returns the predictions.
+    ``compare``: also time the runtime against the float deployed model on the first ``batch_size`` images
+    (:func:`compare_with_float`, ``repeats`` calls each) and return that comparison; ``out``: write the
+    predictions (and the comparison) to this JSON file (atomically)."""
     from .runtime import load_runtime
     paths = list_images(images)
     runtime = load_runtime(checkpoint, backend=backend, threads=threads, trusted=trusted)
@@ -165,4 +174,53 @@ def run_infer(checkpoint: str,
                   for b, n in counts.items()) + f' | {torch.get_num_threads() if threads is None else threads}'
         ' thread(s)')
     log(format_predictions(results))
+    if compare:
+        images_t = torch.stack([preprocess(p) for p in paths[:batch_size]])
+        cmp = compare_with_float(runtime, checkpoint, images_t, repeats=repeats, trusted=trusted)
+        verdict = 'equal' if cmp['equal'] else f"DIFFER (max abs {cmp['max_abs_diff']:.3g})"
+        log(f"# runtime vs float deployed model, batch {cmp['batch']}, {cmp['threads']} thread(s), median of "
+            f"{cmp['repeats']}: runtime {cmp['runtime_ms']:.2f} ms, float {cmp['float_ms']:.2f} ms, "
+            f"{cmp['speedup']:.2f}x, logits {verdict}")
+        if out:
+            from ..utils.checkpoint import atomic_write_text
+            atomic_write_text(out, json.dumps(dict(comparison=cmp, predictions=results), indent=1))
+        return cmp
+    if out:
+        from ..utils.checkpoint import atomic_write_text
+        atomic_write_text(out, json.dumps(dict(predictions=results), indent=1))
     return results
+
+
+def compare_with_float(runtime, checkpoint, images: torch.Tensor, repeats: int = 20, trusted: bool = False) -> Dict:
+    """Run ``images`` through the runtime and through the float deployed model of the same checkpoint
+    (:func:`~nasbnn_mm.deploy.runtime.deployed_classifier`), alternating calls after one warm-up each.
+
+    Returns:
+        dict: ``equal`` (``torch.equal`` of the logits), ``max_abs_diff``, ``runtime_ms`` / ``float_ms``
+        (medians of ``repeats`` calls), ``speedup``, ``batch``, ``threads``, ``repeats``.
+    """
+    from .runtime import deployed_classifier
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f'repeats: {repeats!r} not allowed (allowed: a positive integer)')
+    model, _ = deployed_classifier(checkpoint, trusted=trusted)
+    with torch.inference_mode():
+        ref = model(images, mode='tensor')
+        got = runtime(images)
+        t_rt, t_fl = [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            runtime(images)
+            t_rt.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model(images, mode='tensor')
+            t_fl.append(time.perf_counter() - t)
+    rt_ms, fl_ms = statistics.median(t_rt) * 1e3, statistics.median(t_fl) * 1e3
+    return dict(
+        equal=bool(torch.equal(got, ref)),
+        max_abs_diff=float((got - ref).abs().max()),
+        runtime_ms=rt_ms,
+        float_ms=fl_ms,
+        speedup=fl_ms / rt_ms,
+        batch=int(images.shape[0]),
+        threads=torch.get_num_threads(),
+        repeats=repeats)
