@@ -337,13 +337,23 @@ def test_test_tool_coco_metric_equals_pycocotools(trained_detector, tmp_path):
         sys.executable, 'tools/test.py', CPU_CONFIG,
         str(work / 'published.pth'), '--work-dir',
         str(tmp_path / 'test'), '--out',
-        str(metrics_json), '--cfg-options', *TEST_FAST, f'test_evaluator.outfile_prefix={prefix}'
+        str(metrics_json), '--show-dir',
+        str(tmp_path / 'pics'), '--show-num', '3', '--show-score-thr', '0.0', '--cfg-options', *TEST_FAST,
+        f'test_evaluator.outfile_prefix={prefix}'
     ],
                          capture_output=True,
                          text=True,
                          timeout=600,
                          env=TOOL_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
+    # --show-dir: the first 3 test images, ground truth and predictions side by side at the original size
+    import cv2
+    pics = sorted(os.listdir(tmp_path / 'pics'))
+    assert len(pics) == 3
+    for name in pics:
+        drawn = cv2.imread(str(tmp_path / 'pics' / name))
+        orig = cv2.imread(os.path.join(COCO, 'val2017', name))
+        assert drawn.shape == (orig.shape[0], 2 * orig.shape[1], 3)
     metrics = json.loads(metrics_json.read_text())
     keys = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
     assert set(f'coco/bbox_{k}' for k in keys) <= set(metrics)

@@ -11,8 +11,10 @@ re-run continues where the last one stopped):
   4. export of two front subnets (+ packed 1-bit form)  tools/export_subnet.py
   5. pipeline 1: the exported subnets on CIFAR-10 test  tools/test.py
   6. pipeline 2: a short finetune of each, then test    tools/train.py / tools/test.py
-  7. binary Faster R-CNN on coco_small ('person'), backbone = a searched subnet inheriting the
-     supernet weights: train, then COCO mAP on val2017  tools/train.py / tools/test.py
+  7. the exported subnets on the 1-bit runtime vs float     tools/infer.py --compare-float
+  8. the paper's binary Faster R-CNN (binary backbone, FPN and RPN conv) on coco_small ('person'),
+     backbone = a searched subnet inheriting the supernet weights: train, then COCO mAP on val2017
+     and 4 val images drawn with ground truth and predictions   tools/train.py / tools/test.py
 Outputs: <work-dir>/summary.md and summary.json (subnet, OPs, pipeline-1/2 top-1, detector mAP),
 <work-dir>/pareto.png, and one log per stage in <work-dir>/logs/.
 """
@@ -29,7 +31,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SUPERNET_CFG = 'configs/cifar10/nasbnn-supernet_cifar-small_cifar10.py'
 SEARCH_CFG = 'configs/cifar10/nasbnn-search_cifar-small_cifar10.py'
-DET_CFG = 'configs/coco/faster-rcnn_nasbnn-cifar-small_fpn_coco-small.py'
+DET_CFG = 'configs/coco/faster-rcnn_nasbnn-cifar-small_binary-fpn_coco-small.py'
 SHOW = re.compile(r'Iter\(train\)|Iter\(val\)|Iter\(test\)|\[search\]|\[val\]|\[test\]|subnet |accuracy/top1|'
                   r'bbox_mAP|exported|packed|held out|^error|Error: |Traceback|resumed')
 
@@ -208,11 +210,32 @@ class Demo:
             self.run('detector_train', cmd)
         out_json = osp.join(wd, 'val_metrics.json')
         if not osp.isfile(out_json):
-            self.run('detector_test',
-                     ['python', 'tools/test.py', cfg, ckpt, '--work-dir',
-                      osp.join(wd, 'test'), '--out', out_json])
+            self.run('detector_test', [
+                'python', 'tools/test.py', cfg, ckpt, '--work-dir',
+                osp.join(wd, 'test'), '--out', out_json, '--show-dir',
+                osp.join(wd, 'pictures'), '--show-num', '4', '--show-score-thr', '0.3'
+            ])
         with open(out_json) as f:
             return json.load(f)
+
+    def runtime(self, export_dir):
+        """The exported subnet on the 1-bit runtime: one CIFAR-10 test image per class through
+        tools/infer.py, timed against the float deployed model (logits compared bitwise)."""
+        out_json = osp.join(export_dir, 'runtime.json')
+        if not osp.isfile(out_json):
+            from nasbnn_mm.datasets import extract_archive
+            root = osp.join(extract_archive(osp.join(self.data, 'cifar10_jpg.tar.gz')), 'test')
+            imgs = osp.join(self.wd, 'runtime_images')
+            os.makedirs(imgs, exist_ok=True)
+            for cls in sorted(os.listdir(root)):
+                first = sorted(os.listdir(osp.join(root, cls)))[0]
+                shutil.copyfile(osp.join(root, cls, first), osp.join(imgs, f'{cls}_{first}'))
+            self.run(f'runtime_{osp.basename(export_dir)}', [
+                'python', 'tools/infer.py',
+                osp.join(export_dir, 'subnet_packed.pth'), imgs, '--topk', '1', '--compare-float', '--out', out_json
+            ])
+        with open(out_json) as f:
+            return json.load(f)['comparison']
 
     def main(self):
         self.check_data()
@@ -227,8 +250,17 @@ class Demo:
             p1 = self.test_cls(f'p1_ops{rec["bin"]:g}', cfg, osp.join(exp, 'subnet.pth'), osp.join(exp, 'p1.json'))
             ft = self.finetune(exp)
             p2 = self.test_cls(f'p2_ops{rec["bin"]:g}', cfg, ft, osp.join(exp, 'p2.json'))
+            rt = self.runtime(exp)
             rows.append(
-                dict(arch=rec['arch'], ops_m=rec['ops'], search_heldout_top1=rec['acc'], p1_top1=p1, p2_top1=p2))
+                dict(
+                    arch=rec['arch'],
+                    ops_m=rec['ops'],
+                    search_heldout_top1=rec['acc'],
+                    p1_top1=p1,
+                    p2_top1=p2,
+                    runtime_ms=rt['runtime_ms'],
+                    float_ms=rt['float_ms'],
+                    runtime_equal=rt['equal']))
         best = max(rows, key=lambda r: r['p1_top1'])
         det = self.detector(supernet, best['arch'])
         best['det_bbox_mAP'] = det.get('coco/bbox_mAP')
@@ -278,7 +310,24 @@ class Demo:
             arch = r['arch'].replace('|', '\\|')  # a bare | would split the markdown table cell
             lines.append(f'| `{arch}` | {r["ops_m"]:.3f} | {r["search_heldout_top1"]:.2f} | {r["p1_top1"]:.2f} | '
                          f'{r["p2_top1"]:.2f} | {"—" if m is None else f"{m:.3f}"} |')
+        lines += [
+            '',
+            '1-bit runtime (`tools/infer.py --compare-float`, batch 8 of CIFAR-10 test images, median of 20 calls):',
+            '', '| subnet OPs (M) | runtime ms | float deployed ms | speed-up | logits |', '|---|---|---|---|---|'
+        ]
+        for r in rows:
+            if 'runtime_ms' in r:
+                lines.append(
+                    f'| {r["ops_m"]:.3f} | {r["runtime_ms"]:.2f} | {r["float_ms"]:.2f} | '
+                    f'{r["float_ms"] / r["runtime_ms"]:.2f}x | {"equal" if r["runtime_equal"] else "DIFFER"} |')
         evidence, ev_lines = self.learning_evidence(det)
+        pictures = osp.join(self.wd, 'detector', 'pictures')
+        if osp.isdir(pictures):
+            ev_lines += [
+                '', 'Detector on the first 4 coco_small val images (ground truth left, predictions with score >= 0.3 '
+                'right; mmdet DetLocalVisualizer):', ''
+            ]
+            ev_lines += [f'![{f}](detector/pictures/{f})' for f in sorted(os.listdir(pictures))]
         wall = time.time() - self.t0
         text = '\n'.join([
             '# NAS-BNN demo summary', '', *lines, '', *ev_lines, '',

@@ -27,9 +27,22 @@ def run_train(cfg, resume: Optional[str] = None, load_from: Optional[str] = None
     return build_runner(cfg).train()
 
 
-def run_test(cfg, checkpoint: str, out: Optional[str] = None, exact_parity: bool = False) -> dict:
-    """Evaluate ``checkpoint`` with the config's test loop; ``out``: also write the metrics as JSON."""
+def run_test(cfg,
+             checkpoint: str,
+             out: Optional[str] = None,
+             exact_parity: bool = False,
+             show_dir: Optional[str] = None,
+             show_num: int = 4,
+             show_score_thr: float = 0.3) -> dict:
+    """Evaluate ``checkpoint`` with the config's test loop; ``out``: also write the metrics as JSON;
+    ``show_dir`` (detectors): draw the first ``show_num`` test images with ground truth and predictions
+    (score >= ``show_score_thr``) there (:class:`~nasbnn_mm.det.DetSamplesVisualizationHook`)."""
     cfg.load_from, cfg.resume = checkpoint, False
+    if show_dir:
+        if 'Det' not in str(cfg.get('visualizer', {}).get('type', '')):
+            raise ValueError('--show-dir: only for detection configs (their visualizer is a DetLocalVisualizer)')
+        from ..det.visualization import visualization_hook_cfg
+        cfg.default_hooks['visualization'] = visualization_hook_cfg(show_dir, show_num, show_score_thr)
     if exact_parity:
         cfg.model.backbone.exact_parity = True
     if cfg.get('train_cfg') is None or cfg.get('optim_wrapper') is None:

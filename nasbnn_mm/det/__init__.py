@@ -7,8 +7,10 @@ Detection configs import it: ``custom_imports=dict(imports=['nasbnn_mm.engine', 
 from ..models.inherit import InheritFromSupernet, inherited_backbone_state
 from .backbone import NASBNNDetBackbone, fpn_in_channels, resolve_backbone_arch, sync_neck_in_channels
 from .heads import BinaryFPN, BinaryRPNHead
+from .visualization import DetSamplesVisualizationHook, visualization_hook_cfg
 
 __all__ = [
     'NASBNNDetBackbone', 'BinaryFPN', 'BinaryRPNHead', 'fpn_in_channels', 'resolve_backbone_arch',
-    'sync_neck_in_channels', 'InheritFromSupernet', 'inherited_backbone_state'
+    'sync_neck_in_channels', 'InheritFromSupernet', 'inherited_backbone_state', 'DetSamplesVisualizationHook',
+    'visualization_hook_cfg'
 ]
