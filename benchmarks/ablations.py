@@ -138,8 +138,8 @@ def report(args):
         diff = f'{d["mean"]:+.2f} [{d["ci"][0]:+.2f}, {d["ci"][1]:+.2f}]' if d else '-'
         print(f'{r["run"]:<12}{str(r["seed"]):>5}{r["n"]:>5}{r["mean"]:>12.2f}   [{r["ci"][0]:6.2f}, '
               f'{r["ci"][1]:6.2f}]{diff:>32}')
-    with open(osp.join(args.work_dir, 'ablations.json'), 'w') as f:
-        json.dump(rows, f, indent=1, default=list)
+    from nasbnn_mm.utils.checkpoint import atomic_write_text
+    atomic_write_text(osp.join(args.work_dir, 'ablations.json'), json.dumps(rows, indent=1, default=list))
     if paths:
         for seed in args.seeds:
             sel = [(p, lab) for p, lab in zip(paths, labels) if lab.endswith(f's{seed}')]

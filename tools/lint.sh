@@ -16,4 +16,5 @@ if [[ -n "$DIFF" ]]; then
   echo "lint: yapf would reformat the files above (run: $PY -m yapf -i -r -p ${TREE[*]})" >&2
   exit 1
 fi
-echo "lint: flake8, isort and yapf clean"
+"$PY" tools/gen_model_zoo.py --check README.md  # the README zoo table is generated from metafile.yml
+echo "lint: flake8, isort and yapf clean; README zoo table current"
