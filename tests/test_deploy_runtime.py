@@ -158,32 +158,9 @@ def exported(tmp_path_factory):
     architecture, space, weight normalization, classes, preprocessing) of a cifar_small supernet whose BN
     statistics, RSign / RPReLU vectors, kernel transforms and LSQ steps are all non-trivial; and its packed
     file."""
-    from mmengine.registry import MODELS
-    from test_packed import static_classifier
+    from test_packed import randomised_supernet_classifier, static_classifier
     space = SearchSpace.build(SMALL_SPACE)
-    torch.manual_seed(0)
-    clf = MODELS.build(
-        dict(
-            type='nasbnn.SandwichClassifier',
-            backbone=dict(type='nasbnn.NASBNNSupernet', search_space=space.to_dict()),
-            neck=dict(type='mmpretrain.GlobalAveragePooling'),
-            head=dict(type='nasbnn.SlicedLinearClsHead', num_classes=10, in_channels=max(space.stages[-1].widths))))
-    with torch.no_grad():
-        for n, p in clf.named_parameters():
-            if 'transform' in n:
-                p.add_(0.1 * torch.randn_like(p))
-            elif n.endswith(('.bias', '.bias_in', '.bias_out')):
-                p.copy_(0.2 * torch.randn_like(p))
-            elif n.endswith('.slope'):
-                p.uniform_(0.0, 0.5)
-            elif '.bn' in n and n.endswith('.weight'):
-                p.uniform_(0.5, 1.5)
-        for m in clf.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-        clf.backbone.stem.conv.init_step()
-    clf.eval()
+    clf = randomised_supernet_classifier(space)
     arch = space.sample(random.Random(11))
     settings = clf.backbone.settings()
     meta = dict(

@@ -28,11 +28,10 @@ def space():
     return SearchSpace.build(SMALL_SPACE)
 
 
-@pytest.fixture(scope='module')
-def supernet_classifier(space):
-    """A cifar_small supernet classifier with everything a deployment stores made non-trivial:
+def randomised_supernet_classifier(space):
+    """A supernet classifier of ``space`` with everything a deployment stores made non-trivial:
     BN statistics and affine, RSign / RPReLU vectors, kernel / Bi-Transformation matrices,
-    LSQ steps initialised from the weights."""
+    LSQ steps initialised from the weights (eval mode)."""
     torch.manual_seed(0)
     clf = MODELS.build(
         dict(
@@ -56,6 +55,12 @@ def supernet_classifier(space):
                 m.running_var.uniform_(0.5, 2.0)
         clf.backbone.stem.conv.init_step()
     return clf.eval()
+
+
+@pytest.fixture(scope='module')
+def supernet_classifier(space):
+    """:func:`randomised_supernet_classifier` of the cifar_small space."""
+    return randomised_supernet_classifier(space)
 
 
 def static_classifier(clf, arch):
