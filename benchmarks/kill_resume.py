@@ -2,12 +2,13 @@
 """Kill -9 at random moments, resume, and compare with an uninterrupted run (training and search).
 
 Training: tools/train.py on the CPU supernet config (a small subset, a few dozen iterations,
-checkpoints every few) runs once uninterrupted; then each trial starts the same run, sends
-SIGKILL at a random moment (uniform over the uninterrupted run's duration), resumes with
+checkpoints every few) runs twice uninterrupted (the first may build the native kernels; the two must
+end identical); then each trial starts the same run, sends SIGKILL at a random moment (uniform
+between the first and the last logged iteration of the second uninterrupted run), resumes with
 ``--resume`` (again and again if a kill landed before the first checkpoint), and compares the final
 published weights with the uninterrupted ones (bitwise, and the largest difference).
-Search: tools/search.py on a published random supernet the same way, comparing ``pareto.json``'s
-front (architectures and scores).
+Search: tools/search.py on a published random supernet the same way (kills while candidates are
+scored), comparing ``pareto.json``'s front (architectures and scores).
 
     python benchmarks/kill_resume.py --trials 5 --seed 0
 
@@ -50,8 +51,8 @@ def _train_cmd(work, iters, resume=False):
     opts = [
         'train_dataloader.dataset.indices=256', 'train_dataloader.batch_size=16', 'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False', 'default_hooks.checkpoint.interval=4',
-        'default_hooks.logger.interval=1', 'train_cfg.val_interval=100000', f'train_cfg.max_iters={iters}',
-        f'param_scheduler.0.T_max={iters}', f'param_scheduler.0.end={iters}'
+        'default_hooks.logger.interval=1', 'train_cfg.val_interval=100000', 'train_cfg.val_begin=1000000000',
+        f'train_cfg.max_iters={iters}', f'param_scheduler.0.T_max={iters}', f'param_scheduler.0.end={iters}'
     ]
     return [
         sys.executable, 'tools/train.py', SUPERNET_CFG, '--work-dir', work, *(['--resume'] if resume else []),
@@ -74,19 +75,26 @@ def _search_cmd(work, ckpt, gens, resume=False):
 
 
 def _run(cmd, progress=None):
-    """Run ``cmd``; returns its duration, or (duration, seconds until the first output line matching
-    ``progress``) -- the start-up (imports, data, model) that a kill moment should not be wasted on."""
+    """Run ``cmd``; returns its duration, or (first, last): the seconds of the first and the last output line
+    matching ``progress`` -- the working phase, without start-up (imports, data, model) and wind-down, where a
+    kill moment is worth drawing."""
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    first, tail = None, []
+    first = last = None
+    tail = []
     for line in proc.stdout:
-        if first is None and progress is not None and re.search(progress, line):
-            first = time.time() - t0
+        if progress is not None and re.search(progress, line):
+            last = time.time() - t0
+            first = last if first is None else first
         tail = (tail + [line])[-40:]
     if proc.wait() != 0:
         raise SystemExit(f'failed: {" ".join(cmd)}\n{"".join(tail)[-2000:]}')
     duration = time.time() - t0
-    return duration if progress is None else (duration, first if first is not None else 0.0)
+    if progress is None:
+        return duration
+    if first is None:
+        raise SystemExit(f'no output line matched {progress!r}: {" ".join(cmd)}')
+    return first, last
 
 
 def _kill_at(cmd, delay):
@@ -117,17 +125,17 @@ def train_trials(args, base, rng):
     # equal the first: the run is deterministic)
     _run(_train_cmd(osp.join(base, 'train_warm'), args.iters))
     ref = osp.join(base, 'train_ref')
-    duration, start = _run(_train_cmd(ref, args.iters), progress=r'Iter\(train\)')
+    start, end = _run(_train_cmd(ref, args.iters), progress=r'Iter\(train\)')
     want = _weights(osp.join(ref, 'published.pth'))
     same, _ = _compare_weights(want, _weights(osp.join(base, 'train_warm', 'published.pth')))
     print(
-        f'[train] uninterrupted: {args.iters} iterations in {duration:.1f} s (first logged iteration at '
-        f'{start:.1f} s); two uninterrupted runs {"identical" if same else "DIFFER"}',
+        f'[train] uninterrupted: iterations 1..{args.iters} logged from {start:.1f} s to {end:.1f} s; two '
+        f'uninterrupted runs {"identical" if same else "DIFFER"}',
         flush=True)
     bad = 0 if same else 1
     for t in range(args.trials):
         work = osp.join(base, f'train_{t}')
-        delay = rng.uniform(max(start - 2.0, 0.0), duration)  # from just before training to its end
+        delay = rng.uniform(start, end)  # during training
         killed = _kill_at(_train_cmd(work, args.iters), delay)
         last = open(osp.join(work, 'last_checkpoint')).read().strip() if osp.isfile(osp.join(
             work, 'last_checkpoint')) else None
@@ -149,16 +157,16 @@ def search_trials(args, base, rng):
     from test_search import publish_random_supernet
     ckpt = publish_random_supernet(osp.join(base, 'supernet.pth'), seed=0)
     ref = osp.join(base, 'search_ref')
-    duration, start = _run(_search_cmd(ref, ckpt, args.generations), progress=r'\[search\] gen ')
+    start, end = _run(_search_cmd(ref, ckpt, args.generations), progress=r'\[search\] gen ')
     want = json.load(open(osp.join(ref, 'pareto.json')))['front']
     print(
-        f'[search] uninterrupted: {args.generations} generations in {duration:.1f} s (first candidate scored at '
-        f'{start:.1f} s)',
+        f'[search] uninterrupted: {args.generations} generations, candidates scored from {start:.1f} s to '
+        f'{end:.1f} s',
         flush=True)
     bad = 0
     for t in range(args.trials):
         work = osp.join(base, f'search_{t}')
-        delay = rng.uniform(max(start - 1.0, 0.0), duration)
+        delay = rng.uniform(start, end)
         killed = _kill_at(_search_cmd(work, ckpt, args.generations), delay)
         state = osp.join(work, 'search_state.json')
         gen = json.load(open(state))['generation'] if osp.isfile(state) else None

@@ -43,11 +43,11 @@ def parse_args(argv=None):
         '--data',
         default=os.environ.get('NASBNN_DATA', osp.join('..', 'shared', 'data')),
         help='folder with cifar10_jpg.tar.gz and coco_small/ (default $NASBNN_DATA or ../shared/data)')
-    p.add_argument('--supernet-iters', type=int, default=1500)
+    p.add_argument('--supernet-iters', type=int, default=1000)
     p.add_argument('--population', type=int, default=16)
     p.add_argument('--generations', type=int, default=3)
-    p.add_argument('--finetune-iters', type=int, default=300)
-    p.add_argument('--det-iters', type=int, default=300)
+    p.add_argument('--finetune-iters', type=int, default=200)
+    p.add_argument('--det-iters', type=int, default=200)
     p.add_argument('--det-class', default='person')
     return p.parse_args(argv)
 
@@ -213,7 +213,7 @@ class Demo:
             self.run('detector_test', [
                 'python', 'tools/test.py', cfg, ckpt, '--work-dir',
                 osp.join(wd, 'test'), '--out', out_json, '--show-dir',
-                osp.join(wd, 'pictures'), '--show-num', '4', '--show-score-thr', '0.3'
+                osp.join(wd, 'pictures'), '--show-num', '4', '--show-score-thr', '0.1'
             ])
         with open(out_json) as f:
             return json.load(f)
@@ -324,8 +324,8 @@ class Demo:
         pictures = osp.join(self.wd, 'detector', 'pictures')
         if osp.isdir(pictures):
             ev_lines += [
-                '', 'Detector on the first 4 coco_small val images (ground truth left, predictions with score >= 0.3 '
-                'right; mmdet DetLocalVisualizer):', ''
+                '', 'Detector on the first 4 coco_small val images with a ground-truth box (ground truth left, '
+                'predictions with score >= 0.1 right; mmdet DetLocalVisualizer):', ''
             ]
             ev_lines += [f'![{f}](detector/pictures/{f})' for f in sorted(os.listdir(pictures))]
         wall = time.time() - self.t0
