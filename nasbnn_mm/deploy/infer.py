@@ -161,9 +161,10 @@ def run_infer(checkpoint: str,
     ``compare``: also time the runtime against the float deployed model on the first ``batch_size`` images
     (:func:`compare_with_float`, ``repeats`` calls each) and return that comparison; ``out``: write the
     predictions (and the comparison) to this JSON file (atomically)."""
-    from .runtime import load_runtime
+    from .runtime import _read, _to_packed, load_runtime
     paths = list_images(images)
-    runtime = load_runtime(checkpoint, backend=backend, threads=threads, trusted=trusted)
+    packed = _to_packed(_read(checkpoint, trusted))  # read (and pack) once: the runtime and --compare-float use it
+    runtime = load_runtime(packed, backend=backend, threads=threads)
     preprocess = Preprocess(runtime.meta, img_size)
     results = classify(runtime, paths, preprocess, topk, batch_size)
     counts: Dict[str, int] = {}
@@ -176,7 +177,7 @@ def run_infer(checkpoint: str,
     log(format_predictions(results))
     if compare:
         images_t = torch.stack([preprocess(p) for p in paths[:batch_size]])
-        cmp = compare_with_float(runtime, checkpoint, images_t, repeats=repeats, trusted=trusted)
+        cmp = compare_with_float(runtime, packed, images_t, repeats=repeats)
         verdict = 'equal' if cmp['equal'] else f"DIFFER (max abs {cmp['max_abs_diff']:.3g})"
         log(f"# runtime vs float deployed model, batch {cmp['batch']}, {cmp['threads']} thread(s), median of "
             f"{cmp['repeats']}: runtime {cmp['runtime_ms']:.2f} ms, float {cmp['float_ms']:.2f} ms, "
@@ -192,7 +193,8 @@ def run_infer(checkpoint: str,
 
 
 def compare_with_float(runtime, checkpoint, images: torch.Tensor, repeats: int = 20, trusted: bool = False) -> Dict:
-    """Run ``images`` through the runtime and through the float deployed model of the same checkpoint
+    """Run ``images`` through the runtime and through the float deployed model of the same checkpoint (a path
+    or the loaded dict)
     (:func:`~nasbnn_mm.deploy.runtime.deployed_classifier`), alternating calls after one warm-up each.
 
     Returns:

@@ -36,6 +36,7 @@ class DetSamplesVisualizationHook(DetVisualizationHook):
             raise ValueError(f'show_score_thr: {score_thr!r} not allowed (allowed: 0..1)')
         super().__init__(draw=True, score_thr=float(score_thr), **kwargs)
         self.out_dir = osp.abspath(out_dir)
+        os.makedirs(self.out_dir, exist_ok=True)
         self.max_images = max_images
         self.with_gt_only = bool(with_gt_only)
         self.written = []
@@ -43,7 +44,6 @@ class DetSamplesVisualizationHook(DetVisualizationHook):
     def after_test_iter(self, runner, batch_idx, data_batch, outputs) -> None:
         import mmcv
         from mmengine.fileio import get
-        os.makedirs(self.out_dir, exist_ok=True)
         for sample in outputs:
             if len(self.written) >= self.max_images:
                 return
