@@ -6,10 +6,17 @@ and the paper's binary detector of ..._binary-fpn_coco-small.py), with and witho
 a supernet, train on ``--images`` training images that contain a person (the CPU configs' class) and run
 mmdet's COCO evaluation on the same images every ``--eval-interval`` iterations. Prints bbox mAP@50 and
 mAP per evaluation, and per variant the first iteration (and wall time) at which mAP@50 reached
-``--target``.
+``--target``. Each evaluation line also gives the mean training losses (and the gradient norm before
+clipping) since the previous one; ``--bn-check`` adds an evaluation with the backbone's BN layers on batch
+statistics; ``--stop-at`` ends a run early with the schedule of ``--iters`` (for short diagnoses).
 
     python benchmarks/detector_overfit.py --supernet work_dirs/demo/supernet/published.pth
     python benchmarks/detector_overfit.py --variants binary --inherit yes --iters 400
+    # the same neck, heads, data and schedule with a float mmdet ResNet-18 of the same widths (16..128):
+    python benchmarks/detector_overfit.py --variants float --inherit no --iters 300 --cfg-options \
+        "model.backbone=dict(_delete_=True, type='mmdet.ResNet', depth=18, base_channels=16, num_stages=4, \
+        out_indices=(0,1,2,3), frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, \
+        style='pytorch', init_cfg=None)" "model.neck.in_channels=[16,32,64,128]"
 """
 from __future__ import annotations
 import argparse
@@ -36,8 +43,24 @@ def parse_args(argv=None):
     p.add_argument('--images', type=int, default=8)
     p.add_argument('--iters', type=int, default=600)
     p.add_argument('--eval-interval', type=int, default=100)
+    p.add_argument(
+        '--stop-at',
+        type=int,
+        default=None,
+        help='end each run after the evaluation at this iteration (the schedule stays that of --iters)')
     p.add_argument('--lr', type=float, default=None, help='AdamW lr (default: the config\'s)')
     p.add_argument('--warmup', type=int, default=None, help='linear warm-up iterations (default: the config\'s)')
+    p.add_argument(
+        '--bn-check',
+        action='store_true',
+        help='after each evaluation, evaluate again with the backbone\'s BN layers on batch statistics '
+        '(running statistics unchanged): a large gap points at the running statistics')
+    p.add_argument(
+        '--patch',
+        choices=['none', 'no-transition-shortcut', 'relu'],
+        default='none',
+        help='diagnosis only, changes the NAS-BNN block in this process: no-transition-shortcut drops the '
+        'weight-free shortcut where a layer strides or changes width; relu replaces RPReLU by ReLU(x + b1) + b2')
     p.add_argument('--target', type=float, default=0.5, help='mAP@50 to reach')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', help='write the results as JSON')
@@ -71,10 +94,15 @@ def subset_annotations(coco_root: str, n: int, out: str, short_side: int = 320, 
     return sorted(keep)
 
 
+class _Stop(Exception):
+    """Ends a run early (--stop-at)."""
+
+
 def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
     from mmengine.config import Config, DictAction  # noqa: F401
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
+    from torch.nn.modules.batchnorm import _BatchNorm
 
     cfg = Config.fromfile(CONFIGS[variant])
     coco = osp.join(args.data, 'coco_small') + '/'
@@ -106,25 +134,79 @@ def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
     history = []
     t0 = time.time()
 
+    losses = {}
+
     class Record(Hook):
         priority = 'LOWEST'
 
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            for k, v in (outputs or {}).items():
+                losses.setdefault(k, []).append(float(v.detach() if hasattr(v, 'detach') else v))
+            if 'train/grad_norm' in runner.message_hub.log_scalars:  # with clip_grad
+                losses.setdefault('grad_norm', []).append(runner.message_hub.get_scalar('train/grad_norm').current())
+
+        inner = False
+
         def after_val_epoch(self, runner, metrics=None):
             m = {k.split('/')[-1]: float(v) for k, v in (metrics or {}).items()}
+            if self.inner:
+                history[-1].update(bn_batch_map50=m.get('bbox_mAP_50', -1.0), bn_batch_map=m.get('bbox_mAP', -1.0))
+                return
             history.append(
                 dict(
                     iter=runner.iter,
                     seconds=time.time() - t0,
                     map50=m.get('bbox_mAP_50', -1.0),
-                    map=m.get('bbox_mAP', -1.0)))
+                    map=m.get('bbox_mAP', -1.0),
+                    loss={
+                        k: sum(v) / len(v)
+                        for k, v in losses.items()
+                    }))
+            losses.clear()
+            if args.bn_check:
+                self.eval_on_batch_stats(runner)
+            self.print_last()
+            if args.stop_at is not None and runner.iter >= args.stop_at:
+                raise _Stop
+
+        def eval_on_batch_stats(self, runner):
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            bns = [m for m in model.backbone.modules() if isinstance(m, _BatchNorm)]
+            saved = [m.momentum for m in bns]
+
+            def batch_stats(module, inputs):
+                for bn in bns:
+                    bn.train()
+                    bn.momentum = 0.0  # use the batch's statistics, leave the running ones unchanged
+
+            handle = model.backbone.register_forward_pre_hook(batch_stats)
+            self.inner = True
+            try:
+                runner.val_loop.run()
+            finally:
+                self.inner = False
+                handle.remove()
+                for bn, mom in zip(bns, saved):
+                    bn.momentum = mom
+
+        def print_last(self):
+            h = history[-1]
+            if 'bn_batch_map50' in h:
+                print(
+                    f'  BN on batch statistics at test: mAP@50 {h["bn_batch_map50"]:.3f}, mAP {h["bn_batch_map"]:.3f}')
+            losses_text = ', '.join(f'{k} {v:.3f}' for k, v in h['loss'].items())
             print(
-                f'  [{variant}, inherit={"yes" if inherit else "no"}] iter {runner.iter}: mAP@50 '
-                f'{history[-1]["map50"]:.3f}, mAP {history[-1]["map"]:.3f} ({history[-1]["seconds"]:.0f} s)',
+                f'  [{variant}, inherit={"yes" if inherit else "no"}] iter {h["iter"]}: mAP@50 {h["map50"]:.3f}, '
+                f'mAP {h["map"]:.3f} ({h["seconds"]:.0f} s); mean train losses since the last evaluation: '
+                f'{losses_text}',
                 flush=True)
 
     runner = Runner.from_cfg(cfg)
     runner.register_hook(Record())
-    runner.train()
+    try:
+        runner.train()
+    except _Stop:
+        pass
     hit = next((h for h in history if h['map50'] >= args.target), None)
     return dict(
         variant=variant,
@@ -135,8 +217,35 @@ def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
         final_map50=history[-1]['map50'] if history else None)
 
 
+def apply_patch(name: str) -> None:
+    """Diagnosis-only changes of the NAS-BNN block (module globals of this process; see --patch)."""
+    import torch
+    import torch.nn.functional as F
+
+    import nasbnn_mm.models.blocks as blocks
+    from nasbnn_mm.ops import RPReLU
+    if name == 'no-transition-shortcut':
+        add, short = blocks._add_shortcut_, blocks.shortcut
+
+        def add_shortcut(y, x, stride):
+            return y if stride == 2 or x.shape[1] != y.shape[1] else add(y, x, stride)
+
+        def shortcut(x, out_channels, stride):
+            return x.new_zeros(()) if stride == 2 or x.shape[1] != out_channels else short(x, out_channels, stride)
+
+        blocks._add_shortcut_, blocks.shortcut = add_shortcut, shortcut
+    elif name == 'relu':
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            c = x.shape[1]
+            return F.relu(x + self.bias_in[:c].view(1, -1, 1, 1)) + self.bias_out[:c].view(1, -1, 1, 1)
+
+        RPReLU.forward = forward
+
+
 def main(argv=None):
     args = parse_args(argv)
+    apply_patch(args.patch)
     variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     for v in variants:
         if v not in CONFIGS:
