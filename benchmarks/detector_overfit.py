@@ -99,7 +99,7 @@ class _Stop(Exception):
 
 
 def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
     from torch.nn.modules.batchnorm import _BatchNorm
@@ -173,11 +173,12 @@ def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model
             bns = [m for m in model.backbone.modules() if isinstance(m, _BatchNorm)]
             saved = [m.momentum for m in bns]
+            for bn in bns:
+                bn.momentum = 0.0  # in train mode: the batch's statistics, the running ones unchanged
 
-            def batch_stats(module, inputs):
+            def batch_stats(module, inputs):  # the val loop puts the model in eval mode first
                 for bn in bns:
                     bn.train()
-                    bn.momentum = 0.0  # use the batch's statistics, leave the running ones unchanged
 
             handle = model.backbone.register_forward_pre_hook(batch_stats)
             self.inner = True

@@ -32,6 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SUPERNET_CFG = 'configs/cifar10/nasbnn-supernet_cifar-small_cifar10.py'
 SEARCH_CFG = 'configs/cifar10/nasbnn-search_cifar-small_cifar10.py'
 DET_CFG = 'configs/coco/faster-rcnn_nasbnn-cifar-small_binary-fpn_coco-small.py'
+PICTURES, PICTURE_SCORE_THR = 4, 0.1  # detector pictures in the summary: how many val images, from which score
 SHOW = re.compile(r'Iter\(train\)|Iter\(val\)|Iter\(test\)|\[search\]|\[val\]|\[test\]|subnet |accuracy/top1|'
                   r'bbox_mAP|exported|packed|held out|^error|Error: |Traceback|resumed')
 
@@ -213,7 +214,9 @@ class Demo:
             self.run('detector_test', [
                 'python', 'tools/test.py', cfg, ckpt, '--work-dir',
                 osp.join(wd, 'test'), '--out', out_json, '--show-dir',
-                osp.join(wd, 'pictures'), '--show-num', '4', '--show-score-thr', '0.1'
+                osp.join(wd, 'pictures'), '--show-num',
+                str(PICTURES), '--show-score-thr',
+                str(PICTURE_SCORE_THR)
             ])
         with open(out_json) as f:
             return json.load(f)
@@ -324,8 +327,8 @@ class Demo:
         pictures = osp.join(self.wd, 'detector', 'pictures')
         if osp.isdir(pictures):
             ev_lines += [
-                '', 'Detector on the first 4 coco_small val images with a ground-truth box (ground truth left, '
-                'predictions with score >= 0.1 right; mmdet DetLocalVisualizer):', ''
+                '', f'Detector on the first {PICTURES} coco_small val images with a ground-truth box (ground truth '
+                f'left, predictions with score >= {PICTURE_SCORE_THR} right; mmdet DetLocalVisualizer):', ''
             ]
             ev_lines += [f'![{f}](detector/pictures/{f})' for f in sorted(os.listdir(pictures))]
         wall = time.time() - self.t0

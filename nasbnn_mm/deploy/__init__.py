@@ -18,12 +18,12 @@ from .bitconv import (BACKENDS, ISAS, BinaryConvKernel, autotune_cache_path, aut
                       unpack_weight_words)
 from .glue import Glue, bn_mode
 from .native import bitconv_ops
-from .runtime import (BinaryRuntime, RuntimeBackbone, RuntimeConv, checkpoint_kind, deployed_classifier, load_runtime,
-                      runtime_detector)
+from .runtime import (BinaryRuntime, RuntimeBackbone, RuntimeConv, checkpoint_kind, deployed_classifier, load_packed,
+                      load_runtime, runtime_detector)
 
 __all__ = [
     'BACKENDS', 'ISAS', 'BinaryConvKernel', 'reference_binary_conv', 'dispatch_path', 'supported_isas',
     'available_backends', 'pack_weight_words', 'unpack_weight_words', 'autotune_layer', 'autotune_cache_path',
     'cpu_model', 'popcount_peak', 'bitconv_ops', 'Glue', 'bn_mode', 'BinaryRuntime', 'RuntimeConv', 'load_runtime',
-    'deployed_classifier', 'checkpoint_kind', 'RuntimeBackbone', 'runtime_detector'
+    'deployed_classifier', 'checkpoint_kind', 'load_packed', 'RuntimeBackbone', 'runtime_detector'
 ]

@@ -161,9 +161,9 @@ def run_infer(checkpoint: str,
     ``compare``: also time the runtime against the float deployed model on the first ``batch_size`` images
     (:func:`compare_with_float`, ``repeats`` calls each) and return that comparison; ``out``: write the
     predictions (and the comparison) to this JSON file (atomically)."""
-    from .runtime import _read, _to_packed, load_runtime
+    from .runtime import load_packed, load_runtime
     paths = list_images(images)
-    packed = _to_packed(_read(checkpoint, trusted))  # read (and pack) once: the runtime and --compare-float use it
+    packed = load_packed(checkpoint, trusted)  # read (and pack) once: the runtime and --compare-float use it
     runtime = load_runtime(packed, backend=backend, threads=threads)
     preprocess = Preprocess(runtime.meta, img_size)
     results = classify(runtime, paths, preprocess, topk, batch_size)
@@ -194,8 +194,8 @@ def run_infer(checkpoint: str,
 
 def compare_with_float(runtime, checkpoint, images: torch.Tensor, repeats: int = 20, trusted: bool = False) -> Dict:
     """Run ``images`` through the runtime and through the float deployed model of the same checkpoint (a path
-    or the loaded dict)
-    (:func:`~nasbnn_mm.deploy.runtime.deployed_classifier`), alternating calls after one warm-up each.
+    or the loaded dict; :func:`~nasbnn_mm.deploy.runtime.deployed_classifier`), alternating calls after one
+    warm-up each.
 
     Returns:
         dict: ``equal`` (``torch.equal`` of the logits), ``max_abs_diff``, ``runtime_ms`` / ``float_ms``

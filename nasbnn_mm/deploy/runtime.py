@@ -37,7 +37,7 @@ from .native import bitconv_ops
 
 __all__ = [
     'BinaryRuntime', 'RuntimeConv', 'RuntimeBackbone', 'runtime_detector', 'load_runtime', 'deployed_classifier',
-    'checkpoint_kind'
+    'checkpoint_kind', 'load_packed'
 ]
 
 _BACKEND_CHOICES = ('auto', ) + BACKENDS
@@ -435,14 +435,19 @@ def _read(path_or_ckpt, trusted: bool = False) -> dict:
     return load_checkpoint_file(path_or_ckpt, trusted=trusted)
 
 
+def load_packed(path_or_ckpt, trusted: bool = False) -> dict:
+    """The packed form of a packed or exported checkpoint (path, loaded safely unless ``trusted``, or its
+    dict): read and pack once, then hand the dict to :func:`load_runtime` / :func:`deployed_classifier`."""
+    return _to_packed(_read(path_or_ckpt, trusted))
+
+
 @torch.no_grad()
 def deployed_classifier(path_or_ckpt, signs: str = 'float', trusted: bool = False):
     """(deployed ImageClassifier in eval mode, meta) of a packed or exported checkpoint (path or loaded dict):
     the float model the runtime equals. ``signs='bool'`` builds it on the meta device with bool sign
     tensors (what :func:`load_runtime` reads: no float copy of the binary weights; not runnable)."""
     from ..models.packed import build_deployed_classifier, unpack_subnet
-    packed = _to_packed(_read(path_or_ckpt, trusted))
-    sd, arch, meta = unpack_subnet(packed, signs=signs)
+    sd, arch, meta = unpack_subnet(load_packed(path_or_ckpt, trusted), signs=signs)
     num_classes = int(meta['num_classes'])
     if signs == 'bool':
         with torch.device('meta'):

@@ -19,8 +19,8 @@ __all__ = ['DetSamplesVisualizationHook', 'visualization_hook_cfg']
 @HOOKS.register_module()
 class DetSamplesVisualizationHook(DetVisualizationHook):
     """mmdet's ``DetVisualizationHook`` for the test loop, limited to the first ``max_images`` images (with
-    ground truth, by default) and
-    writing to an absolute ``out_dir`` (not one nested in the run's timestamp folder).
+    ground truth, by default) and writing to an absolute ``out_dir`` (not one nested in the run's timestamp
+    folder).
 
     Args:
         out_dir (str): folder of the pictures (created).
