@@ -55,12 +55,6 @@ def parse_args(argv=None):
         action='store_true',
         help='after each evaluation, evaluate again with the backbone\'s BN layers on batch statistics '
         '(running statistics unchanged): a large gap points at the running statistics')
-    p.add_argument(
-        '--patch',
-        choices=['none', 'no-transition-shortcut', 'relu'],
-        default='none',
-        help='diagnosis only, changes the NAS-BNN block in this process: no-transition-shortcut drops the '
-        'weight-free shortcut where a layer strides or changes width; relu replaces RPReLU by ReLU(x + b1) + b2')
     p.add_argument('--target', type=float, default=0.5, help='mAP@50 to reach')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', help='write the results as JSON')
@@ -218,35 +212,8 @@ def run_variant(args, variant: str, inherit: bool, ann: str, work: str) -> dict:
         final_map50=history[-1]['map50'] if history else None)
 
 
-def apply_patch(name: str) -> None:
-    """Diagnosis-only changes of the NAS-BNN block (module globals of this process; see --patch)."""
-    import torch
-    import torch.nn.functional as F
-
-    import nasbnn_mm.models.blocks as blocks
-    from nasbnn_mm.ops import RPReLU
-    if name == 'no-transition-shortcut':
-        add, short = blocks._add_shortcut_, blocks.shortcut
-
-        def add_shortcut(y, x, stride):
-            return y if stride == 2 or x.shape[1] != y.shape[1] else add(y, x, stride)
-
-        def shortcut(x, out_channels, stride):
-            return x.new_zeros(()) if stride == 2 or x.shape[1] != out_channels else short(x, out_channels, stride)
-
-        blocks._add_shortcut_, blocks.shortcut = add_shortcut, shortcut
-    elif name == 'relu':
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            c = x.shape[1]
-            return F.relu(x + self.bias_in[:c].view(1, -1, 1, 1)) + self.bias_out[:c].view(1, -1, 1, 1)
-
-        RPReLU.forward = forward
-
-
 def main(argv=None):
     args = parse_args(argv)
-    apply_patch(args.patch)
     variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     for v in variants:
         if v not in CONFIGS:

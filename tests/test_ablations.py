@@ -15,6 +15,7 @@ from mmpretrain.structures import DataSample
 from test_models import SMALL_SPACE, build_classifier
 
 import nasbnn_mm  # noqa: F401
+from nasbnn_mm.engine.sampling import draw_subnets
 from nasbnn_mm.models import NASBNNSupernet
 from nasbnn_mm.ops import BINARY, FULL, TEACHER, RSign, SharedBinaryConv2d, normalize_binarize_weight
 from nasbnn_mm.space import ArchitectureError, SearchSpace
@@ -269,6 +270,21 @@ def test_sample_compare_and_correlate_tools(tmp_path):
     with open(tmp_path / 'nd2' / 'samples.json') as f:
         other = json.load(f)
     assert [r['arch'] for r in other['samples']] == [r['arch'] for r in runs['nd']['samples']]
+    # --resume with a larger --num extends the same draw: the saved four kept as they were, two more evaluated
+    _run('tools/sample_subnets.py', CONFIG, ckpt2, '--num', '6', '--resume', '--work-dir', str(tmp_path / 'nd2'),
+         '--cfg-options', *SMALL)
+    with open(tmp_path / 'nd2' / 'samples.json') as f:
+        extended = json.load(f)
+    assert extended['samples'][:4] == other['samples'] and extended['num'] == 6
+    assert [r['arch'] for r in extended['samples']] == [a.to_text() for a in draw_subnets(sp, 6, 0)]
+    fewer = subprocess.run([
+        sys.executable, 'tools/sample_subnets.py', CONFIG, ckpt2, '--num', '3', '--resume', '--work-dir',
+        str(tmp_path / 'nd2'), '--cfg-options', *SMALL
+    ],
+                           capture_output=True,
+                           text=True,
+                           timeout=900)
+    assert fewer.returncode != 0 and '--num >= 6' in fewer.stderr.strip().splitlines()[-1]
     out = _run('tools/sample_subnets.py', '--compare', str(tmp_path / 'nd' / 'samples.json'),
                str(tmp_path / 'nd2' / 'samples.json'), '--labels', 'a', 'b', '--out', str(tmp_path / 'fig3.png'))
     assert 'paired difference' in out and os.path.getsize(tmp_path / 'fig3.png') > 10_000

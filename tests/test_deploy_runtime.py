@@ -282,6 +282,7 @@ def test_mmdet_backbone_on_the_runtime():
         feats = det.backbone(x)
         out = det.extract_feat(x)
     assert all(torch.equal(a, b) for a, b in zip(feats, deployed))
+    assert all(f.is_contiguous() for f in feats)  # mmcv's CPU RoIAlign reads NCHW memory
     assert all((a - b).abs().max() <= 1e-5 * b.abs().max() for a, b in zip(out, ref))
     with pytest.raises(RuntimeError, match='inference only'):
         det.train()

@@ -419,3 +419,34 @@ def test_tools_recompute_fpn_channels_after_an_arch_override():
     args.cfg_options = None  # unchanged config: untouched
     cfg = load_tool_config(args, 'configs/coco/faster-rcnn_nasbnn-d_fpn_1x_coco.py')
     assert list(cfg.model.neck.in_channels) == fpn_in_channels(arch='D')
+
+
+@pytest.mark.parametrize('config', [CPU_CONFIG, 'configs/coco/faster-rcnn_nasbnn-cifar-small_binary-fpn_coco-small.py'])
+def test_roi_head_sees_the_features_an_independent_roi_align_gives(config):
+    """The RoI features of the CPU detectors equal torchvision's RoIAlign (an independent implementation that
+    honours any memory layout) on the neck's outputs. mmcv's CPU RoIAlign reads its input's memory as NCHW,
+    so a backbone that computes in channels_last must hand contiguous features on: before it did, the RoI
+    head got scrambled features (here off by up to 511 where they reach 462) and could not overfit 8 images."""
+    from mmengine.registry import DefaultScope
+    from torchvision.ops import roi_align
+
+    from nasbnn_mm.registry import MODELS
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det = MODELS.build(cfg.model)
+    with torch.no_grad():
+        det.backbone.stem.conv.init_step()  # as the first training step does (else the stem outputs zeros)
+    det.eval()
+    x = torch.randn(2, 3, 96, 128)
+    # boxes below 112 px (sqrt of the area) map to the stride-4 level (mmdet's finest_scale 56)
+    rois = torch.tensor([[0, 4., 6., 60., 70.], [1, 30., 10., 90., 80.], [0, 50.5, 20.25, 100., 60.]])
+    with torch.no_grad():
+        backbone_feats = det.backbone(x)
+        feats = det.extract_feat(x)
+        got = det.roi_head.bbox_roi_extractor(feats[:det.roi_head.bbox_roi_extractor.num_inputs], rois)
+    want = roi_align(feats[0], rois, 7, spatial_scale=0.25, sampling_ratio=0, aligned=True)
+    assert got.shape == want.shape == (3, cfg.model.neck.out_channels, 7, 7) and want.abs().max() > 1
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert all(f.is_contiguous() for f in backbone_feats + feats)

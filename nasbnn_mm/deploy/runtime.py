@@ -332,8 +332,9 @@ class BinaryRuntime:
 class RuntimeBackbone(torch.nn.Module):
     """A NAS-BNN backbone on the 1-bit runtime as an ``nn.Module`` (inference only), e.g. the backbone of an
     mmdet detector in test mode: ``forward(x)`` returns the stage outputs of its ``out_indices`` (float32,
-    channels_last), equal to the deployed backbone's bitwise (and to the static backbone's up to float
-    rounding). Build with :meth:`from_backbone`; :func:`runtime_detector` swaps a detector's backbone.
+    NCHW-contiguous: mmcv's CPU RoIAlign reads NCHW memory whatever the strides), equal to the deployed
+    backbone's bitwise (and to the static backbone's up to float rounding). Build with :meth:`from_backbone`;
+    :func:`runtime_detector` swaps a detector's backbone.
 
     Attributes:
         runtime (BinaryRuntime): the runtime (``features``).
@@ -373,7 +374,7 @@ class RuntimeBackbone(torch.nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return self.runtime.features(x)
+        return tuple(o.contiguous() for o in self.runtime.features(x))
 
     def extra_repr(self) -> str:
         return repr(self.runtime)

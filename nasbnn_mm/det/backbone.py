@@ -12,6 +12,7 @@ stages 1..4 are the paper's stages 2..5 (strides 4, 8, 16, 32) -- the counterpar
 from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from mmdet.registry import MODELS as MMDET_MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -168,6 +169,12 @@ class NASBNNDetBackbone(NASBNNSubnet):
         self.frozen_stages = frozen_stages
         self.norm_eval = bool(norm_eval)
         self._freeze_stages()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        # NCHW-contiguous outputs: the backbone computes in channels_last, but mmcv's CPU RoIAlign reads its
+        # input's memory as NCHW whatever its strides, so channels_last features reach the RoI head scrambled
+        # (the RPN's convolutions do not care): the float-head detector then could not overfit 8 images
+        return tuple(o.contiguous() for o in super().forward(x))
 
     def _frozen_modules(self):
         if self.frozen_stages >= 0:

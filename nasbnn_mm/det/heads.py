@@ -79,6 +79,10 @@ class BinaryFPN(FPN):
         self.fpn_convs = nn.ModuleList(fpn_convs)
         set_binary_conv_precision(self, *precision)
 
+    def forward(self, inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+        # NCHW-contiguous outputs whatever the inputs' layout: mmcv's CPU RoIAlign reads NCHW memory
+        return tuple(o.contiguous() for o in super().forward(inputs))
+
     def to_deployed(self) -> 'BinaryFPN':
         """The same neck with every unit in its deployed form (inference only)."""
         import copy

@@ -56,7 +56,8 @@ class SubnetSamplingLoop(BaseLoop):
         img_size, num_classes: at which the OPs are counted.
         score_key: the metric recorded.
         save_interval: write the state every this many subnets.
-        resume: continue from ``work_dir/samples_state.json``.
+        resume: continue from ``work_dir/samples_state.json``; a larger ``num`` than the saved run's
+            evaluates the further subnets of the same draw (the first ones are those already evaluated).
     """
 
     def __init__(self,
@@ -123,9 +124,13 @@ class SubnetSamplingLoop(BaseLoop):
         if self.resume and osp.isfile(self.state_path):
             with open(self.state_path) as f:
                 state = json.load(f)
-            if state.get('settings') != self.settings():
-                raise ValueError(f'sample_subnets: --resume with other settings than {self.state_path}; '
-                                 'use a new work dir')
+            saved, ours = dict(state.get('settings') or {}), self.settings()
+            saved_num = saved.pop('num', None)
+            ours.pop('num')
+            # more subnets may be asked for (the draw's first ones are the saved ones); nothing else may change
+            if saved != ours or not isinstance(saved_num, int) or saved_num > self.num:
+                raise ValueError(f'sample_subnets: --resume with other settings than {self.state_path} '
+                                 f'(allowed: the same settings, --num >= {saved_num}); use a new work dir')
             self.results = state['results']
         core = self.core
         space = core.space
