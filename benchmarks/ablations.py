@@ -11,7 +11,7 @@ script resumes. At the end: a table (per run and pooled over seeds: mean top-1 w
 interval, the paired difference to the baseline of the same seed), the Fig. 3 plots and the
 students' training accuracy curves, in ``--work-dir``.
 
-    nice -n 19 python benchmarks/ablations.py --iters 1500 --num 200 --seeds 0 1
+    nice -n 19 python benchmarks/ablations.py --iters 1000 --num 200 --seeds 0 1
 """
 from __future__ import annotations
 import argparse
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/ablations')
     p.add_argument('--runs', nargs='+', default=list(RUNS), choices=list(RUNS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
-    p.add_argument('--iters', type=int, default=1500, help='supernet iterations (the demo: 1500)')
+    p.add_argument('--iters', type=int, default=1000, help='supernet iterations (the demo: 1000)')
     p.add_argument('--num', type=int, default=200, help='random subnets evaluated per supernet')
     p.add_argument('--report-only', action='store_true', help='only compare what is there')
     return p.parse_args(argv)

@@ -26,7 +26,10 @@ def parse_args(argv=None):
     p.add_argument('--nd', dest='nd', action='store_true', default=True, help='draw under ND (default)')
     p.add_argument('--no-nd', dest='nd', action='store_false', help='draw without the Non-Decreasing constraint')
     p.add_argument('--seed', type=int, default=0, help='seed of the draw and of the calibration batches')
-    p.add_argument('--resume', action='store_true', help='continue from work_dir/samples_state.json')
+    p.add_argument(
+        '--resume',
+        action='store_true',
+        help='continue from work_dir/samples_state.json (a larger --num scores further subnets of the same draw)')
     p.add_argument('--compare', nargs='+', metavar='SAMPLES_JSON', help='compare runs instead of sampling')
     p.add_argument('--labels', nargs='+', help='with --compare: one name per run')
     p.add_argument('--out', help='with --compare: the Fig. 3 plot (PNG)')
