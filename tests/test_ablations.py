@@ -238,8 +238,12 @@ def test_bootstrap_and_paired_difference():
 
 
 # ---------------------------------------------------------------- the tools end to end
-def _run(*cmd):
+def _run(*cmd, fails=False):
+    """stdout of a tool run that succeeds; with ``fails=True``, the last stderr line of one that fails."""
     out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=900)
+    if fails:
+        assert out.returncode != 0, out.stdout[-2000:]
+        return out.stderr.strip().splitlines()[-1]
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return out.stdout
 
@@ -271,20 +275,14 @@ def test_sample_compare_and_correlate_tools(tmp_path):
         other = json.load(f)
     assert [r['arch'] for r in other['samples']] == [r['arch'] for r in runs['nd']['samples']]
     # --resume with a larger --num extends the same draw: the saved four kept as they were, two more evaluated
-    _run('tools/sample_subnets.py', CONFIG, ckpt2, '--num', '6', '--resume', '--work-dir', str(tmp_path / 'nd2'),
-         '--cfg-options', *SMALL)
+    resume = ('--resume', '--work-dir', str(tmp_path / 'nd2'), '--cfg-options', *SMALL)
+    _run('tools/sample_subnets.py', CONFIG, ckpt2, '--num', '6', *resume)
     with open(tmp_path / 'nd2' / 'samples.json') as f:
         extended = json.load(f)
     assert extended['samples'][:4] == other['samples'] and extended['num'] == 6
     assert [r['arch'] for r in extended['samples']] == [a.to_text() for a in draw_subnets(sp, 6, 0)]
-    fewer = subprocess.run([
-        sys.executable, 'tools/sample_subnets.py', CONFIG, ckpt2, '--num', '3', '--resume', '--work-dir',
-        str(tmp_path / 'nd2'), '--cfg-options', *SMALL
-    ],
-                           capture_output=True,
-                           text=True,
-                           timeout=900)
-    assert fewer.returncode != 0 and '--num >= 6' in fewer.stderr.strip().splitlines()[-1]
+    fewer = _run('tools/sample_subnets.py', CONFIG, ckpt2, '--num', '3', *resume, fails=True)
+    assert '--num >= 6' in fewer
     out = _run('tools/sample_subnets.py', '--compare', str(tmp_path / 'nd' / 'samples.json'),
                str(tmp_path / 'nd2' / 'samples.json'), '--labels', 'a', 'b', '--out', str(tmp_path / 'fig3.png'))
     assert 'paired difference' in out and os.path.getsize(tmp_path / 'fig3.png') > 10_000
