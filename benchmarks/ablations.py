@@ -146,13 +146,13 @@ def report(args):
             if sel:
                 plot_samples([p for p, _ in sel], osp.join(args.work_dir, f'fig3_seed{seed}.png'),
                              [lab for _, lab in sel], f'Random subnets with inherited weights (seed {seed})')
-        dirs = [(osp.join(args.work_dir, f'{r}_s{args.seeds[0]}'), r) for r in args.runs
-                if osp.isfile(osp.join(args.work_dir, f'{r}_s{args.seeds[0]}', 'published.pth'))]
-        if dirs:
-            last = training_curves([d for d, _ in dirs], osp.join(args.work_dir, 'train_acc.png'), 'acc_students',
-                                   [r for _, r in dirs])
-            print('students\' training accuracy at the end (smoothed): ' + ', '.join(f'{k} {v:.2f}'
-                                                                                     for k, v in last.items()))
+            dirs = [(osp.join(args.work_dir, f'{r}_s{seed}'), r) for r in args.runs
+                    if osp.isfile(osp.join(args.work_dir, f'{r}_s{seed}', 'published.pth'))]
+            if dirs:
+                last = training_curves([d for d, _ in dirs], osp.join(args.work_dir, f'train_acc_seed{seed}.png'),
+                                       'acc_students', [r for _, r in dirs])
+                print(f'students\' training accuracy at the end (smoothed), seed {seed}: ' +
+                      ', '.join(f'{k} {v:.2f}' for k, v in last.items()))
     return rows
 
 
