@@ -97,19 +97,24 @@ def sample(args, run, seed, wd, ckpt):
     return out
 
 
+def run_dir(args, run, seed):
+    """The work directory of one (run, seed): its supernet, log and ``samples/samples.json``."""
+    return osp.join(args.work_dir, f'{run}_s{seed}')
+
+
 def report(args):
     from nasbnn_mm.engine.sampling import load_samples, plot_samples, training_curves
     from nasbnn_mm.utils.stats import bootstrap_ci, paired_difference
     rows, paths, labels = [], [], []
     base = {}
     for seed in args.seeds:
-        p = osp.join(args.work_dir, f'baseline_s{seed}', 'samples', 'samples.json')
+        p = osp.join(run_dir(args, 'baseline', seed), 'samples', 'samples.json')
         if osp.isfile(p):
             base[seed] = {r['arch']: r['acc'] for r in load_samples(p)['samples']}
     for run in args.runs:
         accs_all, diffs_all = [], []
         for seed in args.seeds:
-            p = osp.join(args.work_dir, f'{run}_s{seed}', 'samples', 'samples.json')
+            p = osp.join(run_dir(args, run, seed), 'samples', 'samples.json')
             if not osp.isfile(p):
                 continue
             res = {r['arch']: r['acc'] for r in load_samples(p)['samples']}
@@ -146,8 +151,8 @@ def report(args):
             if sel:
                 plot_samples([p for p, _ in sel], osp.join(args.work_dir, f'fig3_seed{seed}.png'),
                              [lab for _, lab in sel], f'Random subnets with inherited weights (seed {seed})')
-            dirs = [(osp.join(args.work_dir, f'{r}_s{seed}'), r) for r in args.runs
-                    if osp.isfile(osp.join(args.work_dir, f'{r}_s{seed}', 'published.pth'))]
+            dirs = [(run_dir(args, r, seed), r) for r in args.runs
+                    if osp.isfile(osp.join(run_dir(args, r, seed), 'published.pth'))]
             if dirs:
                 last = training_curves([d for d, _ in dirs], osp.join(args.work_dir, f'train_acc_seed{seed}.png'),
                                        'acc_students', [r for _, r in dirs])
@@ -162,7 +167,7 @@ def main(argv=None):
     if not args.report_only:
         for seed in args.seeds:
             for run in args.runs:
-                wd = osp.join(args.work_dir, f'{run}_s{seed}')
+                wd = run_dir(args, run, seed)
                 ckpt = train(args, run, seed, wd)
                 sample(args, run, seed, wd, ckpt)
     return report(args)
